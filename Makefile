@@ -1,0 +1,30 @@
+# Every target installs what it needs into .venv first (python3 -m venv + pip), so a fresh
+# clone needs only python3 >= 3.11 and the package index.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test soak bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/recorder demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow -p no:cacheprovider --timeout=3600
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis demo-data bench-out

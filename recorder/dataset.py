@@ -1,0 +1,98 @@
+"""Query a recorded dataset with DuckDB: one view per table, named queries, any SQL.
+
+    ds = Dataset.open("data")          # or recorder.open_dataset("data")
+    ds.query("chance_history", market="evt1", interval="5m")   # -> pyarrow.Table
+    ds.sql("SELECT venue, count(*) FROM trades GROUP BY ALL")  # -> pyarrow.Table
+
+Views read `<root>/<table>/venue=*/date=*/*.parquet` with Hive partitioning; a table with no
+files yet is an empty view with the right columns, so queries never fail on a quiet table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from . import layout, queries, schema
+from .errors import DatasetError, QueryError
+
+_DUCK_TYPES = {"string": "VARCHAR", "int32": "INTEGER", "int64": "BIGINT", "float64": "DOUBLE", "bool": "BOOLEAN",
+               "timestamp": "TIMESTAMPTZ", "levels": "STRUCT(price DOUBLE, size DOUBLE)[]"}
+
+
+def view_sql(root: Path, table: str) -> str:
+    """The CREATE VIEW statement for one table (usable from plain DuckDB too)."""
+    sch = schema.load(table)
+    if not layout.data_files(root, table):
+        cols = ", ".join(
+            f"CAST(NULL AS {schema.PARTITION_TYPES.get(c.name) or _DUCK_TYPES[c.type_name]}) AS {c.name}"
+            for c in sch.columns
+        ) + ", CAST(NULL AS DATE) AS date"
+        return f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} WHERE false"
+    glob = layout.table_glob(root, table).replace("'", "''")
+    hive = ", ".join(f"'{k}': {v}" for k, v in schema.PARTITION_TYPES.items())
+    return (f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "
+            f"hive_types = {{{hive}}}, union_by_name = true)")
+
+
+class Dataset:
+    """A DuckDB connection with a view per table over one dataset root."""
+
+    def __init__(self, root: Path, con: duckdb.DuckDBPyConnection) -> None:
+        self.root = root
+        self.con = con
+
+    @classmethod
+    def open(cls, root: str | Path, *, require_data: bool = True) -> "Dataset":
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetError(f"dataset root {str(root)!r} does not exist; record first (recorder run / demo)"
+                               " or pass --data DIR")
+        if require_data and not layout.data_files(root):
+            raise DatasetError(f"dataset root {str(root)!r} holds no Parquet files yet")
+        con = duckdb.connect(":memory:")
+        con.execute("SET TimeZone = 'UTC'")
+        ds = cls(root, con)
+        ds.refresh()
+        return ds
+
+    def refresh(self) -> None:
+        """Re-create the views (new tables may have appeared since opening)."""
+        for table in schema.TABLES:
+            self.con.execute(view_sql(self.root, table))
+
+    def sql(self, text: str, params: dict[str, Any] | None = None) -> pa.Table:
+        try:
+            result = self.con.execute(text, params or {})
+            return result.to_arrow_table() if hasattr(result, "to_arrow_table") else result.fetch_arrow_table()
+        except duckdb.Error as exc:
+            raise QueryError(f"SQL failed: {str(exc).splitlines()[0]}") from None
+
+    def query(self, name: str, *, now: dt.datetime | None = None, **params: Any) -> pa.Table:
+        """Run a named query from `queries/`; parameters as text or typed values."""
+        q = queries.get(name)
+        values = q.bind({k: v if isinstance(v, str) else _to_text(v) for k, v in params.items()}, now=now)
+        return self.sql(q.sql, values)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Dataset":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def open_dataset(root: str | Path) -> Dataset:
+    return Dataset.open(root)

@@ -1,0 +1,226 @@
+"""The append-only journal of everything received: frames and connection events.
+
+Every frame is appended here before it is decoded; Parquet is derived from the journal. On disk:
+`<dir>/<segment:010d>.wal`, each a run of entries
+
+    u32 body length | u32 crc32(body) | body
+    body = u8 kind | i64 ts_recv_us | i64 seq | u16+feed | u16+venue | u16+conn_id | text (utf-8)
+
+A position is (segment, offset). Appends are queued in memory (the event loop never waits on
+disk); `sync()` writes and fsyncs them from a worker thread (group commit). Reading stops at the first short or corrupt entry of a segment, cuts the segment there
+and warns: a torn tail is expected after a crash and never fatal.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import os
+import struct
+import threading
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+import attrs
+
+from .errors import JournalError
+from .fsutil import fsync_dir
+
+log = logging.getLogger(__name__)
+
+_HEAD = struct.Struct("<II")
+_FIXED = struct.Struct("<Bqq")
+_LEN = struct.Struct("<H")
+SUFFIX = ".wal"
+Position = tuple[int, int]
+
+
+class Kind(enum.IntEnum):
+    FRAME = 1  # a received frame; text = the frame (secrets removed)
+    OPEN = 2  # connection established; text = url (secrets removed)
+    SUBSCRIBED = 3  # venue confirmed auth/subscription; text empty
+    CLOSE = 4  # connection ended; text = reason
+
+
+@attrs.frozen(kw_only=True)
+class Entry:
+    kind: Kind
+    ts_recv: int
+    seq: int
+    feed: str
+    venue: str
+    conn_id: str
+    text: str
+
+
+def encode(e: Entry) -> bytes:
+    parts = [_FIXED.pack(e.kind, e.ts_recv, e.seq)]
+    for s in (e.feed, e.venue, e.conn_id):
+        b = s.encode()
+        parts.append(_LEN.pack(len(b)))
+        parts.append(b)
+    parts.append(e.text.encode())
+    body = b"".join(parts)
+    return _HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
+def decode_body(body: bytes) -> Entry:
+    kind, ts, seq = _FIXED.unpack_from(body, 0)
+    off = _FIXED.size
+    strs = []
+    for _ in range(3):
+        (n,) = _LEN.unpack_from(body, off)
+        off += _LEN.size
+        strs.append(body[off : off + n].decode())
+        off += n
+    return Entry(kind=Kind(kind), ts_recv=ts, seq=seq, feed=strs[0], venue=strs[1], conn_id=strs[2], text=body[off:].decode())
+
+
+def segment_path(directory: Path, number: int) -> Path:
+    return directory / f"{number:010d}{SUFFIX}"
+
+
+def segments(directory: Path) -> list[int]:
+    return sorted(int(p.stem) for p in directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
+
+
+def read_segment(path: Path, start: int = 0) -> Iterator[tuple[int, Entry]]:
+    """Yield (offset after entry, entry) from `start`; cut a torn or corrupt tail with a warning."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read()
+    off, end = 0, len(data)
+    while off < end:
+        bad = None
+        if end - off < _HEAD.size:
+            bad = "a truncated entry header"
+        else:
+            length, crc = _HEAD.unpack_from(data, off)
+            body = data[off + _HEAD.size : off + _HEAD.size + length]
+            if len(body) < length:
+                bad = f"a truncated entry ({len(body)} of {length} bytes)"
+            elif zlib.crc32(body) != crc:
+                bad = "a checksum mismatch"
+        if bad:
+            cut = start + off
+            log.warning("journal %s: %s at offset %d; cutting %d bytes there", path.name, bad, cut, end - off)
+            with open(path, "r+b") as f:
+                f.truncate(cut)
+                f.flush()
+                os.fsync(f.fileno())
+            return
+        try:
+            entry = decode_body(body)
+        except (ValueError, UnicodeDecodeError, struct.error) as exc:
+            log.warning("journal %s: undecodable entry at offset %d (%s); skipped", path.name, start + off, exc)
+            off += _HEAD.size + length
+            continue
+        off += _HEAD.size + length
+        yield start + off, entry
+
+
+def read_from(directory: Path, pos: Position) -> Iterator[tuple[Position, Entry]]:
+    """Every entry after `pos`, across segments, with the position after each."""
+    for number in segments(directory):
+        if number < pos[0]:
+            continue
+        start = pos[1] if number == pos[0] else 0
+        for off, entry in read_segment(segment_path(directory, number), start):
+            yield (number, off), entry
+
+
+class Journal:
+    """Appends entries on the event loop (memory only); a worker thread writes and fsyncs them.
+
+    `append()` encodes the entry and queues the bytes with the position they end at: no system
+    call, so a slow disk never stalls the read loop. `sync()`, run in a worker thread by the
+    group-commit task and before every Parquet commit, writes everything queued, in order, and
+    fsyncs it. `durable` is the position up to which entries are on disk.
+    """
+
+    def __init__(self, directory: Path, *, segment_bytes: int = 64 * 1024 * 1024) -> None:
+        self.directory = directory
+        self._segment_bytes = segment_bytes
+        existing = segments(directory)
+        self._number = (existing[-1] + 1) if existing else 1
+        self._offset = 0
+        self._queue: collections.deque[tuple[int, bytes, Position]] = collections.deque()
+        self._file = None
+        self._file_number = 0
+        self._sync_lock = threading.Lock()
+        self.durable: Position = (self._number, 0)
+        self.queued_bytes = 0
+        self.appended = 0
+
+    @property
+    def position(self) -> Position:
+        """The position after the last appended entry."""
+        return (self._number, self._offset)
+
+    def append(self, entry: Entry) -> Position:
+        data = encode(entry)
+        if self._offset and self._offset + len(data) > self._segment_bytes:
+            self._number += 1
+            self._offset = 0
+        self._offset += len(data)
+        end = (self._number, self._offset)
+        self._queue.append((self._number, data, end))
+        self.queued_bytes += len(data)
+        self.appended += 1
+        return end
+
+    def sync(self) -> Position:
+        """Write and fsync everything appended so far (call from a worker thread)."""
+        with self._sync_lock:
+            chunks: list[bytes] = []
+            end = None
+            while self._queue:
+                number, data, end = self._queue.popleft()
+                if number != self._file_number:
+                    self._write(chunks)
+                    chunks = []
+                    self._switch(number)
+                chunks.append(data)
+            self._write(chunks)
+            if self._file is not None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            if end is not None and end > self.durable:
+                self.durable = end
+            return self.durable
+
+    def _write(self, chunks: list[bytes]) -> None:
+        if chunks:
+            data = b"".join(chunks)
+            self._file.write(data)
+            self.queued_bytes -= len(data)
+
+    def _switch(self, number: int) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        try:
+            self._file = open(segment_path(self.directory, number), "ab")
+        except OSError as exc:
+            raise JournalError(f"cannot open journal segment in {self.directory}: {exc}") from exc
+        self._file_number = number
+        fsync_dir(self.directory)
+
+    def remove_before(self, pos: Position) -> int:
+        """Delete segments wholly before `pos` (their entries are all committed)."""
+        removed = 0
+        for number in segments(self.directory):
+            if number < pos[0]:
+                segment_path(self.directory, number).unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def close(self) -> None:
+        self.sync()
+        with self._sync_lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None

@@ -1,0 +1,269 @@
+"""Journal first, Parquet derived: the recorder's durable core.
+
+    entry ─► journal.append ─► apply: raw row, decoder rows, session rows ─► Buffers
+    cut()    (event loop)   : take the buffers, the journal position and the decoders' state
+    commit() (worker thread): fsync the journal, write Parquet under temporary names, write the
+                              checkpoint (position, state, the renames to do), rename, fsync dirs
+
+The checkpoint is the commit point. Recovery reads it, finishes its renames (roll forward),
+deletes temporary files of flushes that never committed, then replays the journal from the
+checkpoint's position through the decoders: what was fsynced is never lost, and what was
+committed is never written twice. Connections left open by a crash get a `sessions` row closed
+at their last frame.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Callable
+
+import attrs
+
+from . import journal as jr
+from . import layout
+from .errors import DecodeError, JournalError
+from .fsutil import fsync_dir, write_atomic
+from .records import Raw, Reject, Session
+from .venues.base import Decoder, FrameMeta, RawOnlyDecoder
+from .writer import Buffers, Flush, write_files
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.json"
+CRASH_REASON = "recorder stopped without closing this connection (crash or kill)"
+DecoderFactory = Callable[[str], Decoder | None]
+
+
+@attrs.define
+class OpenSession:
+    venue: str
+    feed: str
+    url: str
+    connected: int
+    subscribed: int | None = None
+    first_frame: int | None = None
+    last_frame: int | None = None
+    frames: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """One flush: the rows cut from the buffers and the state to commit with them."""
+
+    flush: Flush
+    flush_seq: int
+    position: jr.Position
+    state: str  # JSON: decoder states and open sessions at `position`
+
+
+@attrs.define
+class FeedStats:
+    frames: int = 0
+    rows: int = 0
+    rejects: int = 0
+    last_frame: int | None = None
+
+
+class Pipeline:
+    """Owns the journal, the decoders and the buffers. Not thread-safe: one event loop drives it;
+    only `commit()` runs in a worker thread, on a Job cut beforehand."""
+
+    def __init__(self, root: Path, journal_dir: Path, decoder_factory: DecoderFactory, *, batch_rows: int = 8192,
+                 segment_bytes: int = 64 * 1024 * 1024) -> None:
+        self.root = Path(root)
+        self.journal_dir = Path(journal_dir)
+        self._factory = decoder_factory
+        self._segment_bytes = segment_bytes
+        self.buffers = Buffers(batch_rows=batch_rows)
+        self.decoders: dict[str, Decoder] = {}
+        self.sessions: dict[str, OpenSession] = {}
+        self.stats: dict[str, FeedStats] = {}
+        self.flush_seq = 0
+        self.committed: jr.Position = (0, 0)
+        self.replayed = 0
+        self.journal: jr.Journal | None = None
+        self.unfinished: Job | None = None  # cut but not yet committed (a commit failed, or is running)
+        self._lock_fd: int | None = None
+        self.instance = ""
+
+    # --- opening and recovery -------------------------------------------------------------
+
+    def open(self) -> "Pipeline":
+        """Lock the journal, recover from the last checkpoint, and start a new journal segment."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        self.instance = self._instance_id()
+        checkpoint = self._read_checkpoint()
+        self._roll_forward(checkpoint.get("pending", []))
+        for stray in layout.stray_tmp_files(self.root, self.instance):
+            log.warning("removing %s: written by a flush that never committed", stray)
+            stray.unlink()
+        self.flush_seq = checkpoint.get("flush_seq", 0)
+        self.committed = tuple(checkpoint.get("position", (0, 0)))
+        self._restore(checkpoint)
+        for _pos, entry in jr.read_from(self.journal_dir, self.committed):
+            self._apply(entry)
+            self.replayed += 1
+        if self.replayed:
+            log.info("replayed %d journal entries beyond the last commit", self.replayed)
+        self.journal = jr.Journal(self.journal_dir, segment_bytes=self._segment_bytes)
+        for conn_id, s in list(self.sessions.items()):
+            ts = s.last_frame or s.connected
+            self.ingest(jr.Entry(kind=jr.Kind.CLOSE, ts_recv=ts, seq=0, feed=s.feed, venue=s.venue, conn_id=conn_id,
+                                 text=CRASH_REASON))
+        return self
+
+    def _lock(self) -> None:
+        fd = os.open(self.journal_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise JournalError(
+                    f"journal {self.journal_dir} is in use by another recorder; give each recorder its own"
+                    " storage.journal directory (they may share storage.root)") from None
+            raise
+        self._lock_fd = fd
+
+    def _instance_id(self) -> str:
+        path = self.journal_dir / "instance"
+        if path.exists():
+            return path.read_text().strip()
+        instance = secrets.token_hex(4)
+        write_atomic(path, instance.encode())
+        return instance
+
+    def _read_checkpoint(self) -> dict:
+        path = self.journal_dir / CHECKPOINT
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except ValueError as exc:
+            raise JournalError(f"checkpoint {path} is unreadable ({exc}); it is written atomically, so this"
+                               " means outside damage: move it away to replay the whole journal") from None
+
+    def _roll_forward(self, pending: list) -> None:
+        dirs = set()
+        for tmp, final in pending:
+            layout.publish(self.root / tmp, self.root / final)
+            dirs.add((self.root / final).parent)
+        for d in dirs:
+            fsync_dir(d)
+
+    def _restore(self, checkpoint: dict) -> None:
+        state = checkpoint.get("state") or {}
+        for feed, decoder_state in state.get("decoders", {}).items():
+            self._decoder(feed).restore(decoder_state)
+        self.sessions = {cid: OpenSession(**s) for cid, s in state.get("sessions", {}).items()}
+
+    def _decoder(self, feed: str) -> Decoder:
+        d = self.decoders.get(feed)
+        if d is None:
+            d = self._factory(feed)
+            if d is None:
+                log.warning("feed %r is in the journal but not in the config: keeping its raw frames only", feed)
+                d = RawOnlyDecoder()
+            self.decoders[feed] = d
+        return d
+
+    # --- the live path --------------------------------------------------------------------
+
+    def ingest(self, entry: jr.Entry) -> None:
+        """Journal an entry, then decode it into the buffers."""
+        self.journal.append(entry)
+        self._apply(entry)
+
+    def _apply(self, e: jr.Entry) -> None:
+        if e.kind == jr.Kind.FRAME:
+            self._apply_frame(e)
+        elif e.kind == jr.Kind.OPEN:
+            self.sessions[e.conn_id] = OpenSession(venue=e.venue, feed=e.feed, url=e.text, connected=e.ts_recv)
+        elif e.kind == jr.Kind.SUBSCRIBED:
+            s = self.sessions.get(e.conn_id)
+            if s is not None and s.subscribed is None:
+                s.subscribed = e.ts_recv
+        elif e.kind == jr.Kind.CLOSE:
+            s = self.sessions.pop(e.conn_id, None)
+            if s is not None:
+                self.buffers.add(Session(
+                    venue=s.venue, feed=s.feed, ts_event=None, ts_recv=e.ts_recv, conn_id=e.conn_id, url=s.url,
+                    connected=s.connected, subscribed=s.subscribed, first_frame=s.first_frame,
+                    last_frame=s.last_frame, closed=e.ts_recv, close_reason=e.text, frames=s.frames))
+
+    def _apply_frame(self, e: jr.Entry) -> None:
+        s = self.sessions.get(e.conn_id)
+        if s is not None:
+            s.frames += 1
+            s.last_frame = e.ts_recv
+            if s.first_frame is None:
+                s.first_frame = e.ts_recv
+        stats = self.stats.get(e.feed)
+        if stats is None:
+            stats = self.stats[e.feed] = FeedStats()
+        stats.frames += 1
+        stats.last_frame = e.ts_recv
+        meta = FrameMeta(venue=e.venue, feed=e.feed, conn_id=e.conn_id, seq=e.seq, ts_recv=e.ts_recv)
+        add = self.buffers.add
+        add(Raw(ts_event=None, payload=e.text, **meta.common()))
+        try:
+            records = self._decoder(e.feed).decode(e.text, meta)
+        except DecodeError as exc:
+            stats.rejects += 1
+            add(Reject(ts_event=None, error=str(exc), payload=e.text, **meta.common()))
+            return
+        stats.rows += len(records)
+        for r in records:
+            add(r)
+
+    # --- committing -----------------------------------------------------------------------
+
+    def cut(self) -> Job:
+        """Take what is buffered, with the journal position and state that go with it."""
+        state = {
+            "decoders": {feed: d.state() for feed, d in self.decoders.items()},
+            "sessions": {cid: attrs.asdict(s) for cid, s in self.sessions.items()},
+        }
+        self.flush_seq += 1
+        return Job(flush=self.buffers.cut(), flush_seq=self.flush_seq, position=self.journal.position,
+                   state=json.dumps(state, separators=(",", ":")))
+
+    def next_job(self) -> Job:
+        """The job to commit next: the unfinished one if a commit failed, else a new cut."""
+        if self.unfinished is None:
+            self.unfinished = self.cut()
+        return self.unfinished
+
+    def commit(self, job: Job) -> None:
+        """Make a Job durable and visible (worker thread). Safe to call again after it failed."""
+        self.journal.sync()
+        pairs = write_files(job.flush, self.root, instance=self.instance, flush_seq=job.flush_seq)
+        rel = [[str(t.relative_to(self.root)), str(f.relative_to(self.root))] for t, f in pairs]
+        head = {"version": 1, "instance": self.instance, "flush_seq": job.flush_seq, "rows": job.flush.rows,
+                "position": list(job.position), "pending": rel}
+        checkpoint = json.dumps(head)[:-1] + ', "state": ' + job.state + "}"
+        write_atomic(self.journal_dir / CHECKPOINT, checkpoint.encode())
+        self._roll_forward(rel)
+        self.committed = job.position
+        if self.unfinished is job:
+            self.unfinished = None
+        self.journal.remove_before(job.position)
+
+    def close(self) -> None:
+        """Commit what is left and release the journal (the daemon's last step)."""
+        if self.journal is not None:
+            while self.unfinished is not None or self.buffers.rows or self.journal.position != self.committed:
+                self.commit(self.next_job())
+            self.journal.close()
+            self.journal = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -1,0 +1,47 @@
+"""Time conversions. Everything inside the recorder is integer microseconds since the epoch, UTC."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+UTC = dt.timezone.utc
+_EPOCH_DATE = dt.date(1970, 1, 1)
+US_PER_DAY = 86_400_000_000
+
+
+def ns_to_us(ns: int) -> int:
+    return ns // 1000
+
+
+def seconds_to_us(value: float) -> int:
+    return int(round(float(value) * 1_000_000))
+
+
+def ms_to_us(value: float) -> int:
+    return int(round(float(value) * 1000))
+
+
+def iso_to_us(text: str) -> int:
+    """Parse an ISO 8601 time ('2026-03-15T14:30:05Z'); a naive time is taken as UTC."""
+    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    delta = t - dt.datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def us_to_datetime(us: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(microseconds=us)
+
+
+def us_to_iso(us: int) -> str:
+    return us_to_datetime(us).isoformat().replace("+00:00", "Z")
+
+
+def day_of(us: int) -> int:
+    """Days since the epoch of a microsecond timestamp (UTC)."""
+    return us // US_PER_DAY
+
+
+def day_name(day: int) -> str:
+    return (_EPOCH_DATE + dt.timedelta(days=day)).isoformat()

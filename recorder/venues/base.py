@@ -1,0 +1,163 @@
+"""What every venue adapter provides, and helpers to read venue JSON with clear errors.
+
+A venue module gives, per configured feed:
+- a `Decoder`: text of a received frame in, records out (pure, deterministic, replayable from
+  the journal; its dedupe state can be saved with `state()` and restored with `restore()`);
+- a `Protocol`: the connection's control side (frames to send on connect, replies such as a
+  heartbeat echo, subscribed / reconnect / fatal signals). Neither does I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Protocol as TypingProtocol
+
+import attrs
+
+from ..errors import DecodeError
+from ..records import Record
+
+
+@attrs.frozen(kw_only=True)
+class FrameMeta:
+    """Where a frame came from; every record made from it carries these."""
+
+    venue: str
+    feed: str
+    conn_id: str
+    seq: int
+    ts_recv: int
+
+    def common(self) -> dict[str, Any]:
+        return {"venue": self.venue, "feed": self.feed, "conn_id": self.conn_id, "seq": self.seq, "ts_recv": self.ts_recv}
+
+
+class Decoder(TypingProtocol):
+    def decode(self, text: str, meta: FrameMeta) -> list[Record]:
+        """Records from one frame; raises DecodeError (the frame goes to `rejects`)."""
+
+    def state(self) -> dict:
+        """JSON-able dedupe state, saved with every Parquet commit."""
+
+    def restore(self, state: dict) -> None:
+        """Take back a state returned by `state()`."""
+
+
+class UnknownMessage(DecodeError):
+    """A well-formed frame of a type the decoder does not know: kept in raw and rejects."""
+
+
+class RawOnlyDecoder:
+    """For journaled feeds no longer in the config: the raw frames are kept, nothing decoded."""
+
+    def decode(self, text: str, meta: FrameMeta) -> list[Record]:
+        return []
+
+    def state(self) -> dict:
+        return {}
+
+    def restore(self, state: dict) -> None:
+        pass
+
+
+# --- Reading venue JSON: every helper raises DecodeError quoting the bad value. -------------
+
+
+def parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError(f"not JSON: {exc}") from None
+
+
+def obj(value: Any, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise DecodeError(f"{what} must be an object, got {_show(value)}")
+    return value
+
+
+def lst(value: Any, what: str) -> list:
+    if not isinstance(value, list):
+        raise DecodeError(f"{what} must be a list, got {_show(value)}")
+    return value
+
+
+def text(value: Any, what: str) -> str:
+    """A string id; integers are accepted and turned into strings (ids arrive both ways)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise DecodeError(f"{what} must be a string, got {_show(value)}")
+
+
+def opt_text(value: Any, what: str) -> str | None:
+    return None if value is None else text(value, what)
+
+
+def number(value: Any, what: str) -> float:
+    """A finite number; numeric strings (decimal strings) are accepted."""
+    if isinstance(value, bool):
+        raise DecodeError(f"{what} must be a number, got {_show(value)}")
+    if isinstance(value, (int, float)):
+        result = float(value)
+    elif isinstance(value, str):
+        try:
+            result = float(value)
+        except ValueError:
+            raise DecodeError(f"{what} must be a number, got {_show(value)}") from None
+    else:
+        raise DecodeError(f"{what} must be a number, got {_show(value)}")
+    if not math.isfinite(result):
+        raise DecodeError(f"{what} must be finite, got {_show(value)}")
+    return result
+
+
+def opt_number(value: Any, what: str) -> float | None:
+    return None if value is None else number(value, what)
+
+
+def integer(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise DecodeError(f"{what} must be an integer, got {_show(value)}")
+    return int(value)
+
+
+def probability(value: Any, what: str, *, scale: float = 1.0) -> float:
+    p = number(value, what) / scale
+    if not 0.0 <= p <= 1.0:
+        raise DecodeError(f"{what} must be a probability in 0..{scale:g}, got {_show(value)}")
+    return p
+
+
+def _show(value: Any) -> str:
+    r = repr(value)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
+class Bounded:
+    """A set that remembers the last `size` keys added (dedupe by id or content)."""
+
+    def __init__(self, size: int = 10_000, items: list | None = None) -> None:
+        self._size = size
+        self._order: list = []
+        self._set: set = set()
+        for item in items or []:
+            self.add(item)
+
+    def __contains__(self, key) -> bool:
+        return key in self._set
+
+    def add(self, key) -> None:
+        if key in self._set:
+            return
+        self._set.add(key)
+        self._order.append(key)
+        if len(self._order) > self._size * 2:
+            drop = self._order[: len(self._order) - self._size]
+            self._order = self._order[len(drop) :]
+            self._set.difference_update(drop)
+
+    def items(self) -> list:
+        return self._order[-self._size :]

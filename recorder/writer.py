@@ -1,0 +1,104 @@
+"""Columnar buffers per table and partition, cut into flush jobs written as Parquet.
+
+Rows are appended as records; every `batch_rows` rows a partition's records are turned into an
+Arrow RecordBatch, so a million buffered rows cost tens of MB, not hundreds. `cut()` hands all
+buffered batches over as one `Flush` (called on the event loop, cheap); `write_files()` sorts,
+encodes and writes them (called in a worker thread).
+"""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+from typing import Iterable
+
+import attrs
+import pyarrow as pa
+
+from . import layout, schema, timeutil
+from .records import Record
+
+PartitionKey = tuple[str, str, int]  # (table, venue, day)
+
+
+@attrs.define
+class _Partition:
+    table: str
+    records: list = attrs.field(factory=list)
+    batches: list[pa.RecordBatch] = attrs.field(factory=list)
+
+
+@attrs.frozen(kw_only=True)
+class Flush:
+    """Everything buffered at one cut, ready to be written."""
+
+    partitions: dict[PartitionKey, list[pa.RecordBatch]]
+    rows: int
+
+
+def _getters(table: str):
+    cols = schema.load(table).file_columns
+    return [(c, operator.attrgetter(c)) for c in cols]
+
+
+class Buffers:
+    """Per-table, per-partition row buffers."""
+
+    def __init__(self, *, batch_rows: int = 8192) -> None:
+        self._batch_rows = batch_rows
+        self._parts: dict[PartitionKey, _Partition] = {}
+        self._getters = {t: _getters(t) for t in schema.TABLES}
+        self._schemas = {t: schema.load(t).file_schema for t in schema.TABLES}
+        self.rows = 0
+
+    def add(self, record: Record) -> None:
+        ts = record.ts_event if record.ts_event is not None else record.ts_recv
+        key = (record.table, record.venue, ts // timeutil.US_PER_DAY)
+        part = self._parts.get(key)
+        if part is None:
+            part = self._parts[key] = _Partition(record.table)
+        part.records.append(record)
+        self.rows += 1
+        if len(part.records) >= self._batch_rows:
+            part.batches.append(self._to_batch(part.table, part.records))
+            part.records = []
+
+    def add_all(self, records: Iterable[Record]) -> None:
+        for r in records:
+            self.add(r)
+
+    def _to_batch(self, table: str, records: list) -> pa.RecordBatch:
+        sch = self._schemas[table]
+        arrays = [pa.array([get(r) for r in records], type=sch.field(name).type) for name, get in self._getters[table]]
+        return pa.RecordBatch.from_arrays(arrays, schema=sch)
+
+    def cut(self) -> Flush:
+        """Take everything buffered, as Arrow batches; the buffers start empty again."""
+        out: dict[PartitionKey, list[pa.RecordBatch]] = {}
+        for key, part in self._parts.items():
+            batches = part.batches
+            if part.records:
+                batches.append(self._to_batch(part.table, part.records))
+            if batches:
+                out[key] = batches
+        flush = Flush(partitions=out, rows=self.rows)
+        self._parts = {}
+        self.rows = 0
+        return flush
+
+
+def sort_keys(table: str) -> list[tuple[str, str]]:
+    return [(c, "ascending") for c in schema.load(table).sort_by]
+
+
+def write_files(flush: Flush, root: Path, *, instance: str, flush_seq: int) -> list[tuple[Path, Path]]:
+    """Write each partition of `flush` as one sorted Parquet file under a temporary name.
+
+    Returns (temporary, final) path pairs; nothing is visible to readers until published.
+    """
+    pairs = []
+    for part_no, ((table, venue, day), batches) in enumerate(sorted(flush.partitions.items())):
+        data = pa.Table.from_batches(batches).sort_by(sort_keys(table))
+        final = layout.partition_dir(root, table, venue, day) / layout.file_name(instance, flush_seq, part_no)
+        pairs.append((layout.write_tmp(data, final), final))
+    return pairs
