@@ -67,8 +67,10 @@ class Dataset:
 
     def sql(self, text: str, params: dict[str, Any] | None = None) -> pa.Table:
         try:
-            result = self.con.execute(text, params or {})
-            return result.to_arrow_table() if hasattr(result, "to_arrow_table") else result.fetch_arrow_table()
+            relation = self.con.sql(text, params=params or None)
+            if relation is None:  # a statement with no result (CREATE, SET ...)
+                return pa.table({})
+            return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
         except duckdb.Error as exc:
             raise QueryError(f"SQL failed: {str(exc).splitlines()[0]}") from None
 

@@ -161,3 +161,22 @@ class Bounded:
 
     def items(self) -> list:
         return self._order[-self._size :]
+
+
+@attrs.frozen(kw_only=True)
+class Control:
+    """What the connection must do about a frame (the control side of a venue protocol)."""
+
+    send: tuple[str, ...] = ()  # frames to send now (a heartbeat echo, a re-request)
+    subscribed: bool = False  # the venue confirmed auth or subscription
+    reconnect: str | None = None  # the venue asked for a new connection; keep reading this one
+    fatal: str | None = None  # e.g. credentials rejected: close and back off (no retry storm)
+    error: str | None = None  # a venue error worth one log line; the connection goes on
+
+
+NOTHING = Control()
+
+
+def compact(value: Any) -> str:
+    """JSON text of a value, compact and stable (for payload columns and dedupe keys)."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)

@@ -1,0 +1,167 @@
+"""The `recorder` command: run, demo, simulate, query, sql, queries.
+
+Every error the user can cause (bad config, unknown query, bad parameter, missing dataset) ends
+in one line on stderr naming the problem, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import config as cfgmod
+from . import queries
+from .errors import RecorderError
+from .output import FORMATS, render
+
+DEFAULT_CONFIG = "config.toml"
+
+
+def _params(values: list[str]) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise RecorderError(f"--param {item!r} must be written NAME=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def _data_root(args) -> Path:
+    if args.data:
+        return Path(args.data)
+    return cfgmod.load(args.config).storage.root
+
+
+def _setup_logging(level: str = "info") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def cmd_run(args) -> int:
+    import trio
+
+    from .supervisor import run_until_signal
+
+    config = cfgmod.load(args.config)
+    _setup_logging(config.log_level)
+    trio.run(run_until_signal, config)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    _setup_logging("warning" if not args.verbose else "info")
+    run_demo(args.seconds, Path(args.data) if args.data else None)
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    import trio
+
+    from .simulators.base import SimSettings
+    from .simulators.fleet import SIM_ENV, start_fleet
+
+    _setup_logging("info")
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            fleet = await start_fleet(nursery, SimSettings(interval=args.interval, fault_every=args.fault_every))
+            for name, url in fleet.urls().items():
+                print(f"{name:24} {url}", flush=True)
+            print("credentials (export these for a recorder config):", flush=True)
+            for key in SIM_ENV:
+                print(f"  export {key}=<see recorder/simulators>", flush=True)
+            if args.seconds:
+                await trio.sleep(args.seconds)
+                nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(serve)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_query(args) -> int:
+    from .dataset import Dataset
+
+    if args.name is None:
+        return cmd_queries(args)
+    q = queries.get(args.name)  # unknown name: error before opening anything
+    with Dataset.open(_data_root(args)) as ds:
+        print(render(ds.query(q.name, **_params(args.param)), args.format))
+    return 0
+
+
+def cmd_queries(args) -> int:
+    for q in queries.catalog().values():
+        print(f"{q.name}: {q.purpose}")
+        for p in q.params:
+            default = "required" if p.default is None else f"default {p.default}"
+            print(f"    --param {p.name}=<{p.type}>  ({default}) {p.doc}")
+    return 0
+
+
+def cmd_sql(args) -> int:
+    from .dataset import Dataset
+
+    with Dataset.open(_data_root(args)) as ds:
+        print(render(ds.sql(args.text), args.format))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recorder", description="Record prediction-market WebSocket feeds to Parquet "
+                                "and query them with DuckDB.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="record the feeds in the config until SIGINT/SIGTERM")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="simulated venues + the recorder on loopback, then sample queries")
+    demo.add_argument("--seconds", type=float, default=20.0, help="how long to record (default: %(default)s)")
+    demo.add_argument("--data", help="where to write the dataset (default: a new temporary directory)")
+    demo.add_argument("--verbose", action="store_true", help="show the recorder's log")
+    demo.set_defaults(func=cmd_demo)
+
+    sim = sub.add_parser("simulate", help="serve all three venue simulators on loopback and print their URLs")
+    sim.add_argument("--seconds", type=float, default=0, help="stop after this long (default: run until Ctrl-C)")
+    sim.add_argument("--interval", type=float, default=0.1, help="seconds between pushes per connection")
+    sim.add_argument("--fault-every", type=float, default=0.0, help="inject a random fault this often (seconds)")
+    sim.set_defaults(func=cmd_simulate)
+
+    for name, helptext in (("query", "run a named query from queries/"), ("sql", "run any SQL over the table views")):
+        q = sub.add_parser(name, help=helptext)
+        if name == "query":
+            q.add_argument("name", nargs="?", help="query name (omit to list them)")
+            q.add_argument("--param", action="append", default=[], metavar="K=V", help="a query parameter")
+        else:
+            q.add_argument("text", help="the SQL; views: chance, trades, book, prices, account, raw, sessions, rejects")
+        q.add_argument("--format", choices=FORMATS, default="table", help="output format (default: %(default)s)")
+        q.add_argument("--data", help="dataset root (default: storage.root from --config)")
+        q.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+        q.set_defaults(func=cmd_query if name == "query" else cmd_sql)
+
+    lst = sub.add_parser("queries", help="list the named queries and their parameters")
+    lst.set_defaults(func=cmd_queries)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RecorderError as exc:
+        print(f"recorder: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

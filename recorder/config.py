@@ -1,0 +1,210 @@
+"""config.toml: storage, flush policy, and one [[feeds]] entry per connection.
+
+Validation is strict: an unknown key, a wrong type, an unknown venue or stream, or a missing
+environment variable named for a secret is a ConfigError naming the key's path, raised before
+anything connects. Secrets never appear in the file: the file names environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+import attrs
+
+from .errors import ConfigError
+from .storage import FlushPolicy
+
+VENUES = ("outpoll", "intots", "predictfun")
+TRANSPORTS = ("websockets", "trio-websocket")
+
+
+@attrs.frozen(kw_only=True)
+class Opt:
+    """One allowed key: its type(s), whether required, and its default."""
+
+    type: type | tuple[type, ...]
+    required: bool = False
+    default: Any = None
+    item: type | None = None  # for lists: the type of each item
+
+
+def check_table(table: Any, fields: Mapping[str, Opt], path: str) -> dict[str, Any]:
+    """Check a TOML table against `fields`; return it with defaults filled in."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path} must be a table, got {type(table).__name__}")
+    for key in table:
+        if key not in fields:
+            raise ConfigError(f"{path}.{key}: unknown key; allowed here: {', '.join(sorted(fields))}")
+    out = {}
+    for key, opt in fields.items():
+        if key not in table:
+            if opt.required:
+                raise ConfigError(f"{path}.{key} is required")
+            out[key] = opt.default
+            continue
+        value = table[key]
+        types = opt.type if isinstance(opt.type, tuple) else (opt.type,)
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            want = " or ".join(t.__name__ for t in types)
+            raise ConfigError(f"{path}.{key} must be {want}, got {type(value).__name__} {value!r}")
+        if opt.item is not None:
+            for i, item in enumerate(value):
+                if not isinstance(item, opt.item):
+                    raise ConfigError(f"{path}.{key}[{i}] must be {opt.item.__name__}, got {item!r}")
+        out[key] = value
+    return out
+
+
+def positive(value: float, path: str) -> float:
+    if value <= 0:
+        raise ConfigError(f"{path} must be positive, got {value!r}")
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class Secret:
+    """A secret's environment variable and its value. repr() never shows the value."""
+
+    env: str
+    value: str = attrs.field(repr=False)
+
+
+def secret_from_env(env_name: Any, path: str, environ: Mapping[str, str]) -> Secret:
+    if not isinstance(env_name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env_name):
+        raise ConfigError(f"{path} must name an environment variable, got {env_name!r}")
+    value = environ.get(env_name)
+    if not value:
+        raise ConfigError(f"{path}: environment variable {env_name} is not set (it holds a secret for this feed)")
+    return Secret(env=env_name, value=value)
+
+
+@attrs.frozen(kw_only=True)
+class FeedConfig:
+    name: str
+    venue: str
+    url: str
+    transport: str
+    stale_seconds: float
+    backoff_initial: float
+    backoff_max: float
+    healthy_seconds: float
+    max_message_bytes: int
+    spec: Any  # the venue's own parsed options (venues.<venue>.FeedSpec)
+    secrets: tuple[Secret, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class StorageConfig:
+    root: Path
+    journal: Path
+    policy: FlushPolicy
+    segment_bytes: int
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    storage: StorageConfig
+    feeds: tuple[FeedConfig, ...]
+    summary_interval: float
+    log_level: str
+    path: Path | None = None
+
+
+_STORAGE = {
+    "root": Opt(type=str, required=True),
+    "journal": Opt(type=str),
+    "max_rows": Opt(type=int, default=250_000),
+    "max_age_seconds": Opt(type=(int, float), default=60.0),
+    "commit_interval_ms": Opt(type=(int, float), default=200),
+    "segment_mb": Opt(type=(int, float), default=64),
+}
+_RECORDER = {
+    "summary_interval_seconds": Opt(type=(int, float), default=60.0),
+    "log_level": Opt(type=str, default="info"),
+}
+_FEED_COMMON = {
+    "name": Opt(type=str, required=True),
+    "venue": Opt(type=str, required=True),
+    "url": Opt(type=str),
+    "transport": Opt(type=str, default="websockets"),
+    "stale_seconds": Opt(type=(int, float), default=90.0),
+    "backoff_initial_seconds": Opt(type=(int, float), default=1.0),
+    "backoff_max_seconds": Opt(type=(int, float), default=30.0),
+    "healthy_seconds": Opt(type=(int, float), default=60.0),
+    "max_message_kb": Opt(type=int, default=1024),
+}
+
+
+def load(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {str(path)!r}: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(raw, base=path.parent, environ=os.environ if environ is None else environ, path=path)
+
+
+def parse(raw: dict, *, base: Path = Path("."), environ: Mapping[str, str] = os.environ,
+          path: Path | None = None) -> Config:
+    top = check_table(raw, {"storage": Opt(type=dict, required=True), "recorder": Opt(type=dict, default={}),
+                            "feeds": Opt(type=list, default=[])}, "config")
+    st = check_table(top["storage"], _STORAGE, "storage")
+    root = (base / st["root"]).resolve()
+    journal = (base / st["journal"]).resolve() if st["journal"] else root / "_journal"
+    policy = FlushPolicy(
+        max_rows=int(positive(st["max_rows"], "storage.max_rows")),
+        max_age=float(positive(st["max_age_seconds"], "storage.max_age_seconds")),
+        commit_interval=positive(st["commit_interval_ms"], "storage.commit_interval_ms") / 1000,
+    )
+    storage = StorageConfig(root=root, journal=journal, policy=policy,
+                            segment_bytes=int(positive(st["segment_mb"], "storage.segment_mb") * 1024 * 1024))
+    rec = check_table(top["recorder"], _RECORDER, "recorder")
+    if rec["log_level"].lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"recorder.log_level must be debug, info, warning or error, got {rec['log_level']!r}")
+    feeds, names = [], set()
+    for i, entry in enumerate(top["feeds"]):
+        feed = parse_feed(entry, f"feeds[{i}]", environ)
+        if feed.name in names:
+            raise ConfigError(f"feeds[{i}].name: {feed.name!r} is used by another feed; names must be unique")
+        names.add(feed.name)
+        feeds.append(feed)
+    return Config(storage=storage, feeds=tuple(feeds), summary_interval=float(rec["summary_interval_seconds"]),
+                  log_level=rec["log_level"].lower(), path=path)
+
+
+def parse_feed(entry: Any, path: str, environ: Mapping[str, str]) -> FeedConfig:
+    from .venues import registry
+
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{path} must be a table")
+    venue = entry.get("venue")
+    if venue not in VENUES:
+        raise ConfigError(f"{path}.venue must be one of {', '.join(VENUES)}, got {venue!r}")
+    module = registry.module(venue)
+    fields = {**_FEED_COMMON, **module.OPTIONS}
+    values = check_table(entry, fields, path)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", values["name"]):
+        raise ConfigError(f"{path}.name must be letters, digits, '.', '_' or '-', got {values['name']!r}")
+    if values["transport"] not in TRANSPORTS:
+        raise ConfigError(f"{path}.transport must be one of {', '.join(TRANSPORTS)}, got {values['transport']!r}")
+    options = {k: values[k] for k in module.OPTIONS}
+    spec, secrets = module.parse_spec(options, path, lambda key: secret_from_env(options[key], f"{path}.{key}", environ))
+    url = values["url"] or module.default_url(spec)
+    if not re.match(r"^wss?://", url):
+        raise ConfigError(f"{path}.url must start with ws:// or wss://, got {url!r}")
+    for key in ("stale_seconds", "backoff_initial_seconds", "backoff_max_seconds", "healthy_seconds"):
+        positive(values[key], f"{path}.{key}")
+    return FeedConfig(
+        name=values["name"], venue=venue, url=url, transport=values["transport"],
+        stale_seconds=float(values["stale_seconds"]), backoff_initial=float(values["backoff_initial_seconds"]),
+        backoff_max=float(values["backoff_max_seconds"]), healthy_seconds=float(values["healthy_seconds"]),
+        max_message_bytes=values["max_message_kb"] * 1024, spec=spec, secrets=tuple(secrets),
+    )

@@ -1,0 +1,180 @@
+"""One feed: connect, authenticate and subscribe, read frames, reconnect with backoff, forever.
+
+Each received frame is stamped with the receive time first, has the feed's secrets replaced by
+`***`, and is handed to the pipeline (journal, then decode: memory only, never disk). The venue's
+Protocol object decides the control side: replies to send (heartbeat echo), subscribed, fatal
+(auth rejected: back off), or a reconnect notice (open the next connection now, keep reading
+this one until it closes). Staleness is a deadline moved forward on every frame.
+
+Only transport errors reconnect. Anything else is a bug and propagates to the supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets as pysecrets
+import time
+from typing import Callable
+
+import attrs
+import trio
+
+from . import journal as jr
+from .config import FeedConfig
+from .errors import ConnectFailed, ConnectionClosed, TransportError
+from .pipeline import Pipeline
+from .transport import open_connection
+from .venues import registry
+
+log = logging.getLogger("recorder.feed")
+GOING_AWAY = 1001  # predict.fun (and any venue): reconnect at once
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: initial, 2x, 4x ... up to `cap`, each in [d/2, d]."""
+
+    def __init__(self, initial: float, cap: float, rng: random.Random | None = None) -> None:
+        self.initial, self.cap = initial, cap
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        delay = min(self.cap, self.initial * (2 ** self.attempt))
+        self.attempt += 1
+        return delay / 2 + self._rng.random() * delay / 2
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def redactor(values: list[str]) -> Callable[[str], str]:
+    """A function replacing every secret value in a text by `***`."""
+    values = [v for v in values if v]
+    if not values:
+        return lambda text: text
+
+    def redact(text: str) -> str:
+        for v in values:
+            if v in text:
+                text = text.replace(v, "***")
+        return text
+
+    return redact
+
+
+@attrs.define
+class ConnectionResult:
+    reason: str = "stopped"
+    healthy: bool = False
+    fatal: bool = False
+    immediate: bool = False  # reconnect without backoff (1001 close, reconnect notice)
+
+
+class Feed:
+    def __init__(self, cfg: FeedConfig, pipeline: Pipeline, *, rng: random.Random | None = None,
+                 wall_clock: Callable[[], int] = time.time_ns) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.module = registry.module(cfg.venue)
+        self.redact = redactor([s.value for s in cfg.secrets])
+        self.backoff = Backoff(cfg.backoff_initial, cfg.backoff_max, rng)
+        self._now_ns = wall_clock
+        self.connections = 0
+        self.url = self.redact(cfg.url)
+
+    def _now_us(self) -> int:
+        return self._now_ns() // 1000
+
+    async def run(self) -> None:
+        """Keep one connection up (two during a venue-requested handover) until cancelled."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                wake = trio.Event()
+                result = ConnectionResult()
+                nursery.start_soon(self._connection, result, wake)
+                await wake.wait()
+                if result.immediate:
+                    log.info("feed %s: reconnecting now (%s)", self.cfg.name, result.reason)
+                    continue
+                if result.healthy:
+                    self.backoff.reset()
+                delay = self.cfg.backoff_max if result.fatal else self.backoff.next()
+                log.info("feed %s: reconnecting in %.1f s", self.cfg.name, delay)
+                await trio.sleep(delay)
+
+    async def _connection(self, result: ConnectionResult, wake: trio.Event) -> None:
+        """One connection, from connect to close. Sets `wake` when the next one should start."""
+        self.connections += 1
+        conn_id = f"{self.cfg.name}-{time.time_ns() // 1_000_000:x}-{pysecrets.token_hex(2)}"
+        started = trio.current_time()
+        opened = False
+        try:
+            headers = self.module.handshake_headers(self.cfg.spec, self.cfg.secrets)
+            async with open_connection(self.cfg.url, headers=headers, max_message_bytes=self.cfg.max_message_bytes,
+                                       transport=self.cfg.transport) as conn:
+                opened = True
+                self._journal(jr.Kind.OPEN, conn_id, self.url)
+                log.info("feed %s: connected to %s (%s)", self.cfg.name, self.url, conn_id)
+                await self._read(conn, conn_id, result, wake)
+        except ConnectFailed as exc:
+            result.reason = self.redact(str(exc))
+            result.fatal = exc.status in (401, 403)
+            log.warning("feed %s: %s", self.cfg.name, result.reason)
+        except ConnectionClosed as exc:
+            result.reason = self.redact(str(exc))
+            result.immediate = exc.code == GOING_AWAY and not wake.is_set()
+            log.warning("feed %s: disconnected: %s", self.cfg.name, result.reason)
+        except TransportError as exc:
+            result.reason = self.redact(str(exc))
+            log.warning("feed %s: %s", self.cfg.name, result.reason)
+        except trio.Cancelled:
+            result.reason = "stopped"
+            raise
+        finally:
+            result.healthy = trio.current_time() - started >= self.cfg.healthy_seconds
+            if opened:
+                self._journal(jr.Kind.CLOSE, conn_id, result.reason)
+            wake.set()
+
+    async def _read(self, conn, conn_id: str, result: ConnectionResult, wake: trio.Event) -> None:
+        protocol = self.module.make_protocol(self.cfg.spec, self.cfg.secrets, self.cfg.url)
+        frames, subscribed = protocol.on_open(self._now_ns() / 1e9)
+        for frame in frames:
+            await conn.send(frame)
+        if subscribed:
+            self._journal(jr.Kind.SUBSCRIBED, conn_id, "")
+        stale = self.cfg.stale_seconds
+        ingest, redact, name, venue, now_ns = self.pipeline.ingest, self.redact, self.cfg.name, self.cfg.venue, self._now_ns
+        seq = 0
+        with trio.move_on_after(stale) as watchdog:
+            while True:
+                text = await conn.receive()
+                ts = now_ns() // 1000
+                watchdog.deadline = trio.current_time() + stale
+                seq += 1
+                text = redact(text)
+                ingest(jr.Entry(kind=jr.Kind.FRAME, ts_recv=ts, seq=seq, feed=name, venue=venue, conn_id=conn_id, text=text))
+                control = protocol.on_frame(text)
+                if control.send:
+                    for reply in control.send:
+                        await conn.send(reply)
+                if control.subscribed:
+                    self._journal(jr.Kind.SUBSCRIBED, conn_id, "")
+                if control.error:
+                    log.warning("feed %s: %s", name, redact(control.error))
+                if control.fatal:
+                    result.reason, result.fatal = redact(control.fatal), True
+                    log.error("feed %s: %s; backing off %.0f s", name, result.reason, self.cfg.backoff_max)
+                    await conn.aclose(1000, "auth rejected")
+                    return
+                if control.reconnect and not wake.is_set():
+                    result.reason, result.immediate = redact(control.reconnect), True
+                    wake.set()  # the next connection starts now; this one is read until it closes
+        result.reason = f"stale: no frame for {stale:g} s"
+        log.warning("feed %s: %s; reconnecting", name, result.reason)
+        await conn.aclose(1000, "stale")
+
+    def _journal(self, kind: jr.Kind, conn_id: str, text: str) -> None:
+        self.pipeline.ingest(jr.Entry(kind=kind, ts_recv=self._now_us(), seq=0, feed=self.cfg.name,
+                                      venue=self.cfg.venue, conn_id=conn_id, text=text))

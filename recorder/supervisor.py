@@ -1,0 +1,90 @@
+"""The daemon: one nursery with a task per feed, the storage tasks, and a periodic summary.
+
+    run_recorder(config)   opens the pipeline (recovering from the journal), runs until
+                           cancelled or `stop` is set, then stops the feeds (each journals its
+                           close), stops the storage tasks and commits everything left.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import trio
+
+from .config import Config
+from .feed import Feed
+from .pipeline import Pipeline
+from .storage import run_storage
+from .venues import registry
+
+log = logging.getLogger("recorder")
+
+
+def make_pipeline(config: Config) -> Pipeline:
+    feeds = {f.name: f for f in config.feeds}
+
+    def decoder_for(name: str):
+        f = feeds.get(name)
+        return registry.module(f.venue).make_decoder(f.spec) if f else None
+
+    return Pipeline(config.storage.root, config.storage.journal, decoder_for,
+                    segment_bytes=config.storage.segment_bytes)
+
+
+async def run_summary(pipeline: Pipeline, feeds: list[Feed], interval: float) -> None:
+    """One line per feed every `interval` seconds: frames, rows, rejects, age of the last frame."""
+    while True:
+        await trio.sleep(interval)
+        now = time.time_ns() // 1000
+        for f in feeds:
+            s = pipeline.stats.get(f.cfg.name)
+            if s is None:
+                log.info("feed %s: no frame yet (%d connection attempts)", f.cfg.name, f.connections)
+                continue
+            age = (now - s.last_frame) / 1e6 if s.last_frame else float("nan")
+            log.info("feed %s: %d frames, %d rows, %d rejects, last frame %.1f s ago", f.cfg.name, s.frames,
+                     s.rows, s.rejects, age)
+
+
+async def run_recorder(config: Config, *, stop: trio.Event | None = None,
+                       task_status=trio.TASK_STATUS_IGNORED) -> Pipeline:
+    """Record every configured feed until `stop` is set (or the task is cancelled)."""
+    pipeline = await trio.to_thread.run_sync(make_pipeline(config).open)
+    log.info("recording %d feeds into %s (journal %s)", len(config.feeds), config.storage.root,
+             config.storage.journal)
+    try:
+        async with trio.open_nursery() as storage:
+            storage.start_soon(run_storage, pipeline, config.storage.policy)
+            feeds = [Feed(f, pipeline) for f in config.feeds]
+            async with trio.open_nursery() as nursery:
+                for feed in feeds:
+                    nursery.start_soon(feed.run, name=f"feed {feed.cfg.name}")
+                nursery.start_soon(run_summary, pipeline, feeds, config.summary_interval)
+                task_status.started(pipeline)
+                if stop is not None:
+                    await stop.wait()
+                    nursery.cancel_scope.cancel()
+            storage.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(pipeline.close)
+            log.info("stopped; everything received is committed to %s", config.storage.root)
+    return pipeline
+
+
+async def run_until_signal(config: Config) -> None:
+    """`recorder run`: record until SIGINT or SIGTERM, then flush and return."""
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            async def wait_signal() -> None:
+                async for signum in signals:
+                    log.info("received %s: stopping feeds and flushing", signal.Signals(signum).name)
+                    stop.set()
+                    return
+
+            nursery.start_soon(wait_signal)
+            await run_recorder(config, stop=stop)
+            nursery.cancel_scope.cancel()

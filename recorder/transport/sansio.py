@@ -1,0 +1,222 @@
+"""The fast transport: the `websockets` library's sans-I/O ClientProtocol over Trio streams.
+
+A reader task owned by the connection reads the socket, feeds the protocol, sends what the
+protocol wants sent (pong replies to pings, the close reply) at once, and queues whole messages.
+So pings are answered however busy the consumer is, as long as the event loop runs; `receive()`
+pops queued messages without a context switch per message, and checks for cancellation each call.
+"""
+
+from __future__ import annotations
+
+import collections
+import ssl
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import trio
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from ..errors import ConnectFailed, ConnectionClosed
+from . import CLOSE_TIMEOUT, unwrap
+
+READ_BYTES = 256 * 1024
+MAX_QUEUED = 100_000  # messages queued before the reader stops reading (backpressure)
+YIELD_EVERY = 256  # receive() yields to the scheduler at least this often
+
+
+class SansIOConnection:
+    def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol) -> None:
+        self._stream = stream
+        self._proto = protocol
+        self._send_lock = trio.Lock()
+        self._messages: collections.deque[str] = collections.deque()
+        self._fragments: list[bytes] = []
+        self._fragment_op: Opcode | None = None
+        self._ready = trio.Event()
+        self._space = trio.Event()
+        self._ended: ConnectionClosed | None = None
+        self._closed_event = trio.Event()
+        self._since_yield = 0
+
+    # --- consumer side --------------------------------------------------------------------
+    async def receive(self) -> str:
+        self._since_yield += 1
+        if self._messages and self._since_yield < YIELD_EVERY:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            message = self._messages.popleft()
+        else:
+            self._since_yield = 0
+            await trio.lowlevel.checkpoint()
+            while not self._messages:
+                if self._ended is not None:
+                    raise self._ended
+                self._ready = trio.Event()
+                await self._ready.wait()
+            message = self._messages.popleft()
+        if len(self._messages) < MAX_QUEUED // 2:
+            self._space.set()
+        return message
+
+    async def send(self, text: str) -> None:
+        if self._ended is not None or self._proto.state is not State.OPEN:
+            raise self._ended or ConnectionClosed("connection is closing", code=self._proto.close_code)
+        self._proto.send_text(text.encode())
+        await self._flush()
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Close handshake within CLOSE_TIMEOUT, then close the socket (shielded: always runs)."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                if self._proto.state is State.OPEN:
+                    self._proto.send_close(code, reason)
+                    try:
+                        await self._flush()
+                    except ConnectionClosed:
+                        pass
+                await self._closed_event.wait()
+            await self._stream.aclose()
+
+    # --- reader side ----------------------------------------------------------------------
+    async def _flush(self) -> None:
+        async with self._send_lock:
+            for data in self._proto.data_to_send():
+                try:
+                    if data:
+                        await self._stream.send_all(data)
+                    elif hasattr(self._stream, "send_eof"):
+                        await self._stream.send_eof()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    self._end(ConnectionClosed(f"socket broken while sending: {exc}", code=1006))
+                    raise self._ended from None
+
+    async def run_reader(self) -> None:
+        try:
+            while True:
+                try:
+                    data = await self._stream.receive_some(READ_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    self._end(ConnectionClosed(f"socket broken: {exc}", code=1006))
+                    return
+                if data:
+                    self._proto.receive_data(data)
+                else:
+                    self._proto.receive_eof()
+                self._take_events()
+                try:
+                    await self._flush()
+                except ConnectionClosed:
+                    return
+                if not data or self._proto.state is State.CLOSED:
+                    self._end(self._close_error())
+                    return
+                while len(self._messages) >= MAX_QUEUED:
+                    self._space = trio.Event()
+                    await self._space.wait()
+        finally:
+            if self._ended is None:
+                self._end(ConnectionClosed("connection closed", code=1006))
+            self._closed_event.set()
+
+    def _take_events(self) -> None:
+        appended = False
+        for frame in self._proto.events_received():
+            op = frame.opcode
+            if op is Opcode.TEXT or op is Opcode.BINARY:
+                if frame.fin:
+                    self._messages.append(frame.data.decode("utf-8", "replace"))
+                    appended = True
+                else:
+                    self._fragments, self._fragment_op = [frame.data], op
+            elif op is Opcode.CONT:
+                self._fragments.append(frame.data)
+                if frame.fin:
+                    self._messages.append(b"".join(self._fragments).decode("utf-8", "replace"))
+                    self._fragments, self._fragment_op = [], None
+                    appended = True
+        if appended:
+            self._ready.set()
+
+    def _close_error(self) -> ConnectionClosed:
+        code = self._proto.close_code
+        reason = self._proto.close_reason or ""
+        exc = self._proto.close_exc
+        if code is None or code == 1006:
+            return ConnectionClosed(f"connection lost without a close frame ({type(exc).__name__})", code=1006)
+        return ConnectionClosed(f"closed by peer: code {code}{' ' + reason if reason else ''}", code=code, reason=reason)
+
+    def _end(self, exc: ConnectionClosed) -> None:
+        if self._ended is None:
+            self._ended = exc
+        self._ready.set()
+
+
+async def _open_stream(host: str, port: int, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
+    stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    if ssl_context is not None:
+        stream = trio.SSLStream(stream, ssl_context, server_hostname=host, https_compatible=True)
+        await stream.do_handshake()
+    return stream
+
+
+async def _handshake(stream: trio.abc.Stream, proto: ClientProtocol, headers: list[tuple[str, str]]) -> None:
+    request = proto.connect()
+    for name, value in headers:
+        request.headers[name] = value
+    proto.send_request(request)
+    for data in proto.data_to_send():
+        await stream.send_all(data)
+    while True:
+        data = await stream.receive_some(READ_BYTES)
+        if data:
+            proto.receive_data(data)
+        else:
+            proto.receive_eof()
+        for event in proto.events_received():
+            if isinstance(event, Response):
+                if proto.handshake_exc is not None:
+                    exc = proto.handshake_exc
+                    status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
+                    detail = f"HTTP {status}" if status else str(exc)
+                    raise ConnectFailed(f"handshake rejected with {detail}", status=status)
+                return
+        if not data:
+            raise ConnectFailed("connection closed during the handshake")
+
+
+@asynccontextmanager
+async def open_sansio(url: str, *, headers: list[tuple[str, str]], max_message_bytes: int,
+                      ssl_context: ssl.SSLContext | None, connect_timeout: float) -> AsyncIterator[SansIOConnection]:
+    try:
+        uri = parse_uri(url)
+    except InvalidURI as exc:
+        raise ConnectFailed(f"bad WebSocket URL: {exc}") from None
+    proto = ClientProtocol(uri, max_size=max_message_bytes)
+    stream = None
+    try:
+        with trio.fail_after(connect_timeout):
+            stream = await _open_stream(uri.host, uri.port, ssl_context if uri.secure else None)
+            await _handshake(stream, proto, headers)
+    except trio.TooSlowError:
+        raise ConnectFailed(f"no connection within {connect_timeout:g} s") from None
+    except (OSError, trio.BrokenResourceError, ssl.SSLError, InvalidHandshake) as exc:
+        raise ConnectFailed(f"cannot connect: {type(exc).__name__}: {exc}") from None
+    finally:
+        if stream is not None and proto.state is not State.OPEN:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+    conn = SansIOConnection(stream, proto)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.run_reader)
+            try:
+                yield conn
+            finally:
+                await conn.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise unwrap(group) from None

@@ -1,0 +1,212 @@
+"""InTots: trades, event chart and asset price feeds. No auth and no client messages; the server
+pings every 50 s (the transport answers) and sends one history message on connect.
+
+Trades carry no ids: history replayed on reconnect is matched by content against what this feed
+recorded recently. Chart points with a timestamp are deduplicated by (market, outcome, time,
+value); flat value lists carry no time and are always recorded.
+"""
+
+from __future__ import annotations
+
+import collections
+from urllib.parse import quote
+
+import attrs
+
+from ..config import Opt, Secret
+from ..errors import ConfigError, DecodeError
+from ..records import Chance, Price, Record, Trade
+from ..timeutil import iso_to_us
+from . import base
+from .base import NOTHING, Bounded, Control, FrameMeta, UnknownMessage
+
+VENUE = "intots"
+DEFAULT_BASE = "wss://api.intots.com/api/v1"
+RATIO_SCALE = 10_000  # dict-form ratios are on a 0..10000 scale
+RECENT_TRADES = 5_000  # how many recent trade fingerprints are kept for history dedupe
+OPTIONS = {
+    "stream": Opt(type=str, required=True),
+    "base_url": Opt(type=str, default=DEFAULT_BASE),
+    "event_id": Opt(type=(str, int)),
+    "symbol": Opt(type=str),
+    "price_scale": Opt(type=(int, float), default=0.01),
+}
+STREAMS = ("trades", "chart", "asset_price")
+
+
+@attrs.frozen(kw_only=True)
+class FeedSpec:
+    stream: str
+    base_url: str = DEFAULT_BASE
+    event_id: str | None = None
+    symbol: str | None = None
+    price_scale: float = 0.01
+
+
+def parse_spec(options: dict, path: str, secret) -> tuple[FeedSpec, list[Secret]]:
+    stream = options["stream"]
+    if stream not in STREAMS:
+        raise ConfigError(f"{path}.stream must be one of {', '.join(STREAMS)} for intots, got {stream!r}")
+    needs = {"chart": "event_id", "asset_price": "symbol"}
+    for key in ("event_id", "symbol"):
+        if options[key] is not None and needs.get(stream) != key:
+            raise ConfigError(f"{path}.{key} does not apply to intots stream {stream!r}")
+    if stream in needs and options[needs[stream]] in (None, ""):
+        raise ConfigError(f"{path}.{needs[stream]} is required for intots stream {stream!r}")
+    if options["price_scale"] != 0.01 and stream != "asset_price":
+        raise ConfigError(f"{path}.price_scale applies only to intots asset_price")
+    if options["price_scale"] <= 0:
+        raise ConfigError(f"{path}.price_scale must be positive, got {options['price_scale']!r}")
+    event_id = None if options["event_id"] is None else str(options["event_id"])
+    return FeedSpec(stream=stream, base_url=options["base_url"].rstrip("/"), event_id=event_id,
+                    symbol=options["symbol"], price_scale=float(options["price_scale"])), []
+
+
+def default_url(spec: FeedSpec) -> str:
+    if spec.stream == "trades":
+        return f"{spec.base_url}/ws/trades"
+    if spec.stream == "chart":
+        return f"{spec.base_url}/ws/events/{quote(spec.event_id, safe='')}/chart"
+    return f"{spec.base_url}/ws/assets/{quote(spec.symbol, safe='')}/price"
+
+
+def handshake_headers(spec: FeedSpec, secrets: tuple[Secret, ...]) -> list[tuple[str, str]]:
+    return []
+
+
+class Protocol:
+    """InTots needs nothing sent: connected is subscribed."""
+
+    def __init__(self, spec: FeedSpec) -> None:
+        self.spec = spec
+
+    def on_open(self, now: float) -> tuple[list[str], bool]:
+        return [], True
+
+    def on_frame(self, text: str) -> Control:
+        return NOTHING
+
+
+def make_protocol(spec: FeedSpec, secrets: tuple[Secret, ...], url: str) -> Protocol:
+    return Protocol(spec)
+
+
+class Decoder:
+    def __init__(self, spec: FeedSpec) -> None:
+        self.spec = spec
+        self.recent: collections.deque[str] = collections.deque()  # fingerprints of recorded trades
+        self.recent_count: collections.Counter[str] = collections.Counter()
+        self.points = Bounded(50_000)
+
+    def state(self) -> dict:
+        return {"recent": list(self.recent), "points": self.points.items()}
+
+    def restore(self, state: dict) -> None:
+        self.recent = collections.deque()
+        self.recent_count = collections.Counter()
+        for fp in state.get("recent", []):
+            self._remember(fp)
+        self.points = Bounded(50_000, state.get("points"))
+
+    def decode(self, text: str, meta: FrameMeta) -> list[Record]:
+        msg = base.obj(base.parse_json(text), "frame")
+        kind = base.text(msg.get("type"), "type")
+        if self.spec.stream == "trades":
+            if kind == "trade":
+                return self._trades([msg.get("trade")], meta, history=False)
+            if kind in ("initial", "init"):
+                return self._trades(base.lst(msg.get("trades"), "trades"), meta, history=True)
+        elif self.spec.stream == "chart" and kind in ("chart_update", "init", "initial"):
+            return self._chart(msg, meta, history=kind != "chart_update")
+        elif self.spec.stream == "asset_price" and kind == "price_update":
+            price = base.number(msg.get("price"), "price") * self.spec.price_scale
+            symbol = base.text(msg.get("symbol", self.spec.symbol), "symbol")
+            return [Price(ts_event=None, symbol=symbol, price=price, **meta.common())]
+        raise UnknownMessage(f"unknown message type {kind!r} on the {self.spec.stream} feed")
+
+    # trades --------------------------------------------------------------------------------
+    def _remember(self, fp: str) -> None:
+        self.recent.append(fp)
+        self.recent_count[fp] += 1
+        if len(self.recent) > RECENT_TRADES:
+            old = self.recent.popleft()
+            self.recent_count[old] -= 1
+            if not self.recent_count[old]:
+                del self.recent_count[old]
+
+    def _trades(self, items: list, meta: FrameMeta, *, history: bool) -> list[Record]:
+        parsed = [self._trade(base.obj(t, "trade"), meta, history) for t in items]
+        if history:  # drop what this feed already recorded: each recorded copy cancels one
+            budget = collections.Counter(self.recent_count)
+            kept = []
+            for fp, record in parsed:
+                if budget[fp] > 0:
+                    budget[fp] -= 1
+                else:
+                    kept.append((fp, record))
+            parsed = kept
+        for fp, _ in parsed:
+            self._remember(fp)
+        return [r for _, r in parsed]
+
+    def _trade(self, t: dict, meta: FrameMeta, history: bool) -> tuple[str, Trade]:
+        amount = base.integer(t.get("amount"), "trade.amount")
+        record = Trade(
+            ts_event=None, market=base.text(t.get("market"), "trade.market"),
+            event=base.opt_text(t.get("event"), "trade.event"), outcome=base.opt_text(t.get("token"), "trade.token"),
+            notional=amount / 100, notional_minor=amount, trader=base.opt_text(t.get("name"), "trade.name"),
+            source="history" if history else "live", **meta.common())
+        fp = base.compact([record.market, record.event, record.outcome, amount, record.trader])
+        return fp, record
+
+    # chart ---------------------------------------------------------------------------------
+    def _chart(self, msg: dict, meta: FrameMeta, *, history: bool) -> list[Record]:
+        market = base.text(msg.get("event_id", self.spec.event_id), "event_id")
+        ratios = msg.get("ratios")
+        source = "history" if history else "live"
+        if isinstance(ratios, dict):  # {"Yes": 6450, "No": 3550} at msg.timestamp
+            ts = self._time(msg.get("timestamp"))
+            values = [(base.text(k, "ratios key"), base.probability(v, f"ratios.{k}", scale=RATIO_SCALE))
+                      for k, v in ratios.items()]
+            return self._points(market, ts, values, meta, source)
+        ratios = base.lst(ratios, "ratios")
+        if ratios and all(isinstance(r, dict) for r in ratios):  # [{"timestamp", "values": [...]}]
+            out: list[Record] = []
+            for i, point in enumerate(ratios):
+                ts = self._time(point.get("timestamp"))
+                out += self._points(market, ts, self._indexed(base.lst(point.get("values"), f"ratios[{i}].values")),
+                                    meta, source)
+            return out
+        return self._points(market, self._time(msg.get("timestamp")), self._indexed(ratios), meta, source)
+
+    @staticmethod
+    def _indexed(values: list) -> list[tuple[str, float]]:
+        nums = [base.number(v, f"values[{i}]") for i, v in enumerate(values)]
+        scale = RATIO_SCALE if any(v > 1 for v in nums) else 1  # defensive: a 0..10000 list
+        return [(str(i), base.probability(v, f"values[{i}]", scale=scale)) for i, v in enumerate(nums)]
+
+    @staticmethod
+    def _time(value) -> int | None:
+        if value is None:
+            return None
+        try:
+            return iso_to_us(base.text(value, "timestamp"))
+        except ValueError:
+            raise DecodeError(f"timestamp must be ISO 8601, got {value!r}") from None
+
+    def _points(self, market: str, ts: int | None, values: list[tuple[str, float]], meta: FrameMeta,
+                source: str) -> list[Record]:
+        out: list[Record] = []
+        for outcome, p in values:
+            if ts is not None:
+                key = f"{market}|{outcome}|{ts}|{p!r}"
+                if key in self.points:
+                    continue
+                self.points.add(key)
+            out.append(Chance(ts_event=ts, market=market, outcome=outcome, probability=p, origin=VENUE,
+                              source=source, **meta.common()))
+        return out
+
+
+def make_decoder(spec: FeedSpec) -> Decoder:
+    return Decoder(spec)

@@ -1,0 +1,350 @@
+"""Outpoll: order book, chance history, activity, last trades, and the private order, balance and
+order-feed streams. Envelope: `t` type, `e` event id, `o` outcome id(s), `d` payload, `r` error.
+
+Everything PROTOCOLS.md marks ASSUMED for Outpoll is in the block below, in one place, so it is
+easy to correct once real traffic is seen.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from ..config import Opt, Secret
+from ..errors import ConfigError, DecodeError
+from ..records import Account, Book, Chance, Record, Trade
+from ..timeutil import seconds_to_us
+from . import base
+from .base import NOTHING, Bounded, Control, FrameMeta, UnknownMessage
+
+VENUE = "outpoll"
+
+# --- ASSUMED (no public source; see PROTOCOLS.md) -----------------------------------------
+# Order book request bodies: {"t": "UNSUBSCRIBE"|"REQUEST_DATA", "e": event}.
+# PRICES_DATA_DELTA items may omit any of c/b/a: merged into the last state by outcome `o`.
+# Order book PING needs no reply; no server timestamps on book messages (ts_event null).
+# Chart backfill: {"t":"HISTORY","e":..,"o":[..],"d":{"from":s,"to":s}} answered by
+#   {"t":"HISTORY","e":..,"o":[..],"d":[{"t":..,"p":..},...]}.
+# Activity and last trades: {"t":"TRADE","e":..,"o":..,"d":{"id","p","q","s","ts"}}.
+# Order feed payloads are undocumented: every typed message is kept as an account row.
+ASSUMED_TRADE_TYPE = "TRADE"
+ASSUMED_HISTORY_TYPE = "HISTORY"
+# -------------------------------------------------------------------------------------------
+
+DEFAULT_URLS = {
+    "order_book": "wss://order-book.outpoll.com/event/ws",
+    "chance": "wss://chance-history-service.outpoll.com/ws",
+    "orders": "wss://order-service.outpoll.com/order/ws",
+    "balances": "wss://wallet-mutator-view.outpoll.com/balance/ws",
+    "order_feed": "wss://history-service.outpoll.com/order/ws",
+    "activity": "wss://history-service.outpoll.com/history/ws",
+    "last_trades": "wss://history-service.outpoll.com/last-trades/ws",
+}
+PRIVATE = ("orders", "balances", "order_feed")
+OPTIONS = {
+    "stream": Opt(type=str, required=True),
+    "events": Opt(type=list, item=str),
+    "subscriptions": Opt(type=list, item=dict),
+    "history_seconds": Opt(type=int, default=0),
+    "api_key_env": Opt(type=str),
+    "api_secret_env": Opt(type=str),
+}
+
+
+@attrs.frozen(kw_only=True)
+class FeedSpec:
+    stream: str
+    events: tuple[str, ...] = ()
+    chance_subs: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (event, outcomes)
+    activity_subs: tuple[tuple[str, str], ...] = ()  # (event, outcome)
+    history_seconds: int = 0
+
+
+def parse_spec(options: dict, path: str, secret) -> tuple[FeedSpec, list[Secret]]:
+    stream = options["stream"]
+    if stream not in DEFAULT_URLS:
+        raise ConfigError(f"{path}.stream must be one of {', '.join(DEFAULT_URLS)} for outpoll, got {stream!r}")
+    allowed = {"order_book": {"events"}, "chance": {"subscriptions", "history_seconds"}, "activity": {"subscriptions"}}
+    for key in ("events", "subscriptions", "history_seconds", "api_key_env", "api_secret_env"):
+        given = options[key] not in (None, 0)
+        if given and key not in allowed.get(stream, set()) and not (stream in PRIVATE and key.endswith("_env")):
+            raise ConfigError(f"{path}.{key} does not apply to outpoll stream {stream!r}")
+    secrets: list[Secret] = []
+    if stream in PRIVATE:
+        for key in ("api_key_env", "api_secret_env"):
+            if options[key] is None:
+                raise ConfigError(f"{path}.{key} is required for the private outpoll stream {stream!r}")
+        secrets = [secret(k) for k in ("api_key_env", "api_secret_env")]
+    if stream == "order_book":
+        if not options["events"]:
+            raise ConfigError(f"{path}.events must list at least one event id for outpoll order_book")
+        return FeedSpec(stream=stream, events=tuple(options["events"])), secrets
+    if stream in ("chance", "activity"):
+        subs = options["subscriptions"]
+        if not subs:
+            raise ConfigError(f"{path}.subscriptions must list at least one {{event = ..., ...}} for outpoll {stream}")
+        parsed = []
+        for i, sub in enumerate(subs):
+            p = f"{path}.subscriptions[{i}]"
+            key = "outcomes" if stream == "chance" else "outcome"
+            if set(sub) != {"event", key}:
+                raise ConfigError(f"{p} must have exactly the keys event and {key}, got {sorted(sub)}")
+            if not isinstance(sub["event"], str):
+                raise ConfigError(f"{p}.event must be a string, got {sub['event']!r}")
+            if stream == "chance":
+                if not isinstance(sub[key], list) or not sub[key] or not all(isinstance(o, str) for o in sub[key]):
+                    raise ConfigError(f"{p}.outcomes must be a non-empty list of strings, got {sub[key]!r}")
+                parsed.append((sub["event"], tuple(sub[key])))
+            else:
+                if not isinstance(sub[key], str):
+                    raise ConfigError(f"{p}.outcome must be a string, got {sub[key]!r}")
+                parsed.append((sub["event"], sub[key]))
+        if stream == "chance":
+            if options["history_seconds"] < 0:
+                raise ConfigError(f"{path}.history_seconds must be 0 or more, got {options['history_seconds']}")
+            return FeedSpec(stream=stream, chance_subs=tuple(parsed), history_seconds=options["history_seconds"]), secrets
+        return FeedSpec(stream=stream, activity_subs=tuple(parsed)), secrets
+    return FeedSpec(stream=stream), secrets
+
+
+def default_url(spec: FeedSpec) -> str:
+    return DEFAULT_URLS[spec.stream]
+
+
+def handshake_headers(spec: FeedSpec, secrets: tuple[Secret, ...]) -> list[tuple[str, str]]:
+    return []
+
+
+# --- auth -----------------------------------------------------------------------------------
+
+
+def b64url_decode(text: str) -> bytes:
+    """base64url decode, re-padding a secret that arrives without '='."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def signature(api_secret: str, timestamp: str, path: str) -> str:
+    """base64url, unpadded, of HMAC-SHA256(key=base64url_decode(secret), timestamp + 'GET' + path)."""
+    mac = hmac.new(b64url_decode(api_secret), (timestamp + "GET" + path).encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def auth_frame(api_key: str, api_secret: str, now: float, path: str) -> str:
+    ts = str(int(now))
+    return json.dumps({"t": "AUTH", "d": {"apiKey": api_key, "signature": signature(api_secret, ts, path), "timestamp": ts}})
+
+
+# --- connection control ----------------------------------------------------------------------
+
+
+class Protocol:
+    """Frames to send on connect; reads auth and subscription replies."""
+
+    def __init__(self, spec: FeedSpec, secrets: tuple[Secret, ...], url: str) -> None:
+        self.spec = spec
+        self._secrets = secrets
+        self._path = urlsplit(url).path or "/"
+        self.subscribed = False
+
+    def on_open(self, now: float) -> tuple[list[str], bool]:
+        """(frames to send, subscribed already). `now` is unix seconds for the AUTH timestamp."""
+        s = self.spec
+        if s.stream in PRIVATE:
+            key, secret = (x.value for x in self._secrets)
+            return [auth_frame(key, secret, now, self._path)], False
+        if s.stream == "order_book":
+            return [json.dumps({"t": "SUBSCRIBE", "e": e}) for e in s.events], False
+        if s.stream == "chance":
+            frames = [json.dumps({"t": "SUBSCRIBE", "e": e, "o": list(o)}) for e, o in s.chance_subs]
+            if s.history_seconds:
+                to = int(now)
+                frames += [json.dumps({"t": ASSUMED_HISTORY_TYPE, "e": e, "o": list(o),
+                                       "d": {"from": to - s.history_seconds, "to": to}}) for e, o in s.chance_subs]
+            return frames, False
+        if s.stream == "activity":
+            return [json.dumps({"t": "SUBSCRIBE", "e": e, "o": o}) for e, o in s.activity_subs], False
+        return [], True  # last_trades: connect and read
+
+    def on_frame(self, text: str) -> Control:
+        if self.subscribed and "rror" not in text[:64]:
+            return NOTHING
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            return NOTHING
+        if not isinstance(msg, dict):
+            return NOTHING
+        kind = str(msg.get("t", "")).lower()
+        if kind == "error" or msg.get("r"):
+            detail = msg.get("d") if isinstance(msg.get("d"), dict) else {}
+            err = str(detail.get("error") or msg.get("r") or "error")
+            if "credential" in err.lower() or "auth" in err.lower():
+                return Control(fatal=f"auth rejected: {err}")
+            return Control(error=f"venue error: {err}")
+        if self.subscribed or kind == "ping":
+            return NOTHING
+        # A success or SUBSCRIBED reply, or any data (balance deltas carry no `t`), means we are in.
+        self.subscribed = True
+        return Control(subscribed=True)
+
+
+def make_protocol(spec: FeedSpec, secrets: tuple[Secret, ...], url: str) -> Protocol:
+    return Protocol(spec, secrets, url)
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+class Decoder:
+    """Outpoll frames -> book, chance, trades and account rows."""
+
+    def __init__(self, spec: FeedSpec) -> None:
+        self.spec = spec
+        self.books: dict[str, dict[str, dict[str, float | None]]] = {}  # event -> outcome -> {c,b,a}
+        self.points = Bounded(50_000)  # chance points recorded: "event|outcome|t|p"
+        self.trades = Bounded(20_000)  # trade ids recorded
+
+    def state(self) -> dict:
+        return {"books": self.books, "points": self.points.items(), "trades": self.trades.items()}
+
+    def restore(self, state: dict) -> None:
+        self.books = state.get("books", {})
+        self.points = Bounded(50_000, state.get("points"))
+        self.trades = Bounded(20_000, state.get("trades"))
+
+    def decode(self, text: str, meta: FrameMeta) -> list[Record]:
+        msg = base.obj(base.parse_json(text), "frame")
+        kind = msg.get("t")
+        if kind is None:
+            if self.spec.stream == "balances" and "a" in msg:
+                return [self._account(meta, "balance_delta", msg, order_id=None, status=None)]
+            raise UnknownMessage("frame has no type field 't'")
+        kind = base.text(kind, "t")
+        handler = _HANDLERS.get(kind) or _HANDLERS.get(kind.lower())
+        if handler is not None:
+            return handler(self, msg, meta)
+        if self.spec.stream in PRIVATE:
+            return [self._account(meta, kind, msg.get("d"), order_id=None, status=None)]
+        raise UnknownMessage(f"unknown message type t={kind!r}")
+
+    # book ----------------------------------------------------------------------------------
+    def _prices(self, msg: dict, meta: FrameMeta, *, snapshot: bool) -> list[Record]:
+        event = base.text(msg.get("e"), "e")
+        items = base.lst(msg.get("d"), "d")
+        book = self.books.setdefault(event, {})
+        changed: list[str] = []
+        fresh: dict[str, dict] = {}
+        for i, item in enumerate(items):
+            item = base.obj(item, f"d[{i}]")
+            outcome = base.text(item.get("o"), f"d[{i}].o")
+            new = dict(book.get(outcome, {"c": None, "b": None, "a": None})) if not snapshot else {"c": None, "b": None, "a": None}
+            for key in ("c", "b", "a"):
+                if key in item:
+                    new[key] = base.opt_number(item[key], f"d[{i}].{key}")
+            fresh[outcome] = new
+        for outcome, new in fresh.items():
+            if not snapshot or book.get(outcome) != new:
+                changed.append(outcome)
+            book[outcome] = new
+        return [Book(ts_event=None, market=event, outcome=o, best_bid=book[o]["b"], best_ask=book[o]["a"],
+                     last=book[o]["c"], **meta.common()) for o in changed]
+
+    def _snapshot(self, msg: dict, meta: FrameMeta) -> list[Record]:
+        return self._prices(msg, meta, snapshot=True)
+
+    def _delta(self, msg: dict, meta: FrameMeta) -> list[Record]:
+        return self._prices(msg, meta, snapshot=False)
+
+    # chance --------------------------------------------------------------------------------
+    def _point(self, msg: dict, meta: FrameMeta) -> list[Record]:
+        return self._chance(msg, meta, [base.obj(msg.get("d"), "d")], source="live")
+
+    def _history(self, msg: dict, meta: FrameMeta) -> list[Record]:
+        return self._chance(msg, meta, [base.obj(p, "d[]") for p in base.lst(msg.get("d"), "d")], source="history")
+
+    def _chance(self, msg: dict, meta: FrameMeta, points: list[dict], *, source: str) -> list[Record]:
+        event = base.text(msg.get("e"), "e")
+        outcomes = [base.text(o, "o[]") for o in base.lst(msg.get("o"), "o")]
+        out: list[Record] = []
+        for point in points:
+            t = base.number(point.get("t"), "d.t")
+            p = base.probability(point.get("p"), "d.p")
+            for outcome in outcomes:
+                key = f"{event}|{outcome}|{t!r}|{p!r}"
+                if key in self.points:
+                    continue
+                self.points.add(key)
+                out.append(Chance(ts_event=seconds_to_us(t), market=event, outcome=outcome, probability=p,
+                                  origin=VENUE, source=source, **meta.common()))
+        return out
+
+    # trades --------------------------------------------------------------------------------
+    def _trade(self, msg: dict, meta: FrameMeta) -> list[Record]:
+        d = base.obj(msg.get("d"), "d")
+        trade_id = base.opt_text(d.get("id"), "d.id")
+        if trade_id is not None:
+            if trade_id in self.trades:
+                return []
+            self.trades.add(trade_id)
+        price, size = base.opt_number(d.get("p"), "d.p"), base.opt_number(d.get("q"), "d.q")
+        ts = d.get("ts")
+        outcome = msg.get("o")
+        if isinstance(outcome, list):
+            outcome = outcome[0] if outcome else None
+        return [Trade(ts_event=None if ts is None else seconds_to_us(base.number(ts, "d.ts")),
+                      market=base.text(msg.get("e"), "e"), outcome=base.opt_text(outcome, "o"),
+                      side=base.opt_text(d.get("s"), "d.s"), price=price, size=size,
+                      notional=None if price is None or size is None else price * size, trade_id=trade_id,
+                      **meta.common())]
+
+    # private -------------------------------------------------------------------------------
+    def _account(self, meta: FrameMeta, kind: str, payload: Any, *, order_id: str | None, status: str | None,
+                 market: str | None = None) -> Account:
+        return Account(ts_event=None, stream=self.spec.stream, kind=kind, order_id=order_id, market=market,
+                       status=status, payload=base.compact(payload), **meta.common())
+
+    def _order(self, msg: dict, meta: FrameMeta) -> list[Record]:
+        d = base.obj(msg.get("d"), "d")
+        return [self._account(meta, base.text(msg["t"], "t"), d, order_id=base.opt_text(d.get("i"), "d.i"),
+                              status=base.opt_text(d.get("s"), "d.s"), market=base.opt_text(msg.get("e"), "e"))]
+
+    def _success(self, msg: dict, meta: FrameMeta) -> list[Record]:
+        d = msg.get("d")
+        if self.spec.stream == "balances" and isinstance(d, dict) and "l" in d:
+            items = base.lst(d["l"], "d.l")
+            return [self._account(meta, "balance_snapshot", base.obj(item, "d.l[]"), order_id=None, status=None)
+                    for item in items]
+        return []
+
+    def _control(self, msg: dict, meta: FrameMeta) -> list[Record]:
+        return []
+
+
+_HANDLERS = {
+    "PRICES_DATA": Decoder._snapshot,
+    "PRICES_DATA_DELTA": Decoder._delta,
+    "probability": Decoder._point,
+    "UPDATE_HISTORY": Decoder._point,
+    ASSUMED_HISTORY_TYPE: Decoder._history,
+    ASSUMED_TRADE_TYPE: Decoder._trade,
+    "ORDER_UPDATE": Decoder._order,
+    "TPSL_UPDATE": Decoder._order,
+    "success": Decoder._success,
+    "subscribed": Decoder._control,
+    "SUBSCRIBED": Decoder._control,
+    "ping": Decoder._control,
+    "PING": Decoder._control,
+    "error": Decoder._control,
+    "ERROR": Decoder._control,
+    "unsubscribed": Decoder._control,
+}
+
+
+def make_decoder(spec: FeedSpec) -> Decoder:
+    return Decoder(spec)
