@@ -70,6 +70,9 @@ class Buffers:
     def _to_batch(self, table: str, records: list) -> pa.RecordBatch:
         sch = self._schemas[table]
         arrays = [pa.array([get(r) for r in records], type=sch.field(name).type) for name, get in self._getters[table]]
+        for field, array in zip(sch, arrays):
+            if array.null_count and not field.nullable:
+                raise ValueError(f"{table}.{field.name} is required but {array.null_count} rows have none (a decoder bug)")
         return pa.RecordBatch.from_arrays(arrays, schema=sch)
 
     def cut(self) -> Flush:

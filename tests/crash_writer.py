@@ -1,0 +1,62 @@
+"""A writer process for crash tests: ingests numbered frames as fast as it can through the real
+pipeline and storage tasks (group commit, small flushes), and prints the highest frame id known
+fsynced after every journal sync. The test kills it with SIGKILL at random moments.
+
+    python crash_writer.py ROOT RUN_NUMBER [--frames N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import SyntheticDecoder  # noqa: E402
+
+from recorder import journal as jr  # noqa: E402
+from recorder.pipeline import Pipeline  # noqa: E402
+from recorder.storage import FlushPolicy, run_storage  # noqa: E402
+
+BASE_TS = 1_760_000_000_000_000
+
+
+async def main(root: Path, run: int, frames: int) -> None:
+    pipeline = Pipeline(root / "data", root / "journal", lambda feed: SyntheticDecoder(), segment_bytes=256 * 1024)
+    pipeline.open()
+    print(f"ready replayed={pipeline.replayed}", flush=True)
+    policy = FlushPolicy(max_rows=3000, max_age=0.15, commit_interval=0.02, retry_interval=0.05)
+    conn = f"run{run}"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_storage, pipeline, policy)
+        if frames == 0:  # recovery only: commit what was replayed and exit cleanly
+            nursery.cancel_scope.cancel()
+        else:
+            pipeline.ingest(jr.Entry(kind=jr.Kind.OPEN, ts_recv=BASE_TS, seq=0, feed="f1", venue="synthetic",
+                                     conn_id=conn, text="ws://synthetic"))
+            last_durable = 0
+            for i in range(1, frames + 1):
+                text = json.dumps({"i": i, "m": f"m{i % 7}", "o": "Yes", "p": (i % 100) / 100, "t": BASE_TS + i})
+                pipeline.ingest(jr.Entry(kind=jr.Kind.FRAME, ts_recv=BASE_TS + i, seq=i, feed="f1",
+                                         venue="synthetic", conn_id=conn, text=text))
+                if i % 200 == 0:
+                    target = i
+                    await trio.to_thread.run_sync(pipeline.journal.sync)
+                    if target > last_durable:
+                        last_durable = target
+                        print(f"durable {target}", flush=True)
+            nursery.cancel_scope.cancel()
+    pipeline.close()
+    print("closed", flush=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("root", type=Path)
+    ap.add_argument("run", type=int)
+    ap.add_argument("--frames", type=int, default=2_000_000)
+    a = ap.parse_args()
+    trio.run(main, a.root, a.run, a.frames)

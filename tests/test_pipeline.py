@@ -1,0 +1,177 @@
+"""The durable core: journal first, Parquet derived, recovery that neither loses nor duplicates."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow.parquet as pq
+import pytest
+
+from helpers import frame, open_pipeline, session
+from recorder import journal as jr
+from recorder import layout
+from recorder.dataset import Dataset
+from recorder.errors import JournalError
+from recorder.pipeline import CRASH_REASON
+from recorder.writer import write_files
+
+
+def crash(p) -> None:
+    """Simulate kill -9: flush what the OS would have (sync) and drop the object without closing."""
+    p.journal.sync()
+    os.close(p._lock_fd)
+    p._lock_fd = None
+
+
+def raw_seqs(root):
+    with Dataset.open(root / "data") as ds:
+        return sorted(ds.sql("SELECT seq FROM raw").column("seq").to_pylist())
+
+
+def test_everything_is_written_once_on_clean_close(tmp_path):
+    """Frames ingested then closed appear once in raw and once in chance."""
+    p = open_pipeline(tmp_path)
+    for i in range(1, 1001):
+        p.ingest(frame(i))
+    p.close()
+    with Dataset.open(tmp_path / "data") as ds:
+        assert ds.sql("SELECT count(*) AS n, count(DISTINCT seq) AS d FROM raw").to_pylist() == [{"n": 1000, "d": 1000}]
+        assert ds.sql("SELECT count(*) AS n FROM chance").to_pylist() == [{"n": 1000}]
+
+
+def test_replay_after_crash_writes_uncommitted_frames_once(tmp_path):
+    """Frames committed before a crash are not written again; frames after it are replayed once."""
+    p = open_pipeline(tmp_path)
+    for i in range(1, 501):
+        p.ingest(frame(i))
+    p.commit(p.cut())
+    for i in range(501, 801):
+        p.ingest(frame(i))
+    crash(p)
+    p2 = open_pipeline(tmp_path)
+    assert p2.replayed == 300
+    assert p2.decoders["f1"].count == 800  # decoder state restored from the checkpoint, then replayed
+    p2.close()
+    assert raw_seqs(tmp_path) == list(range(1, 801))
+
+
+def test_crash_after_checkpoint_before_rename_rolls_forward(tmp_path):
+    """Files written and listed in the checkpoint but not yet renamed are published on recovery."""
+    p = open_pipeline(tmp_path)
+    for i in range(1, 101):
+        p.ingest(frame(i))
+    job = p.cut()
+    # commit() up to the checkpoint, not the renames:
+    p.journal.sync()
+    pairs = write_files(job.flush, p.root, instance=p.instance, flush_seq=job.flush_seq)
+    import json
+    rel = [[str(t.relative_to(p.root)), str(f.relative_to(p.root))] for t, f in pairs]
+    head = {"version": 1, "instance": p.instance, "flush_seq": job.flush_seq, "rows": 0,
+            "position": list(job.position), "pending": rel}
+    (p.journal_dir / "checkpoint.json").write_text(json.dumps(head)[:-1] + ', "state": ' + job.state + "}")
+    assert not layout.data_files(p.root)
+    crash(p)
+    p2 = open_pipeline(tmp_path)
+    assert p2.replayed == 0
+    p2.close()
+    assert raw_seqs(tmp_path) == list(range(1, 101))
+
+
+def test_crash_before_checkpoint_discards_temporary_files_and_replays(tmp_path):
+    """Temporary files of a flush that never committed are removed; the frames come back by replay."""
+    p = open_pipeline(tmp_path)
+    for i in range(1, 101):
+        p.ingest(frame(i))
+    job = p.cut()
+    p.journal.sync()
+    pairs = write_files(job.flush, p.root, instance=p.instance, flush_seq=job.flush_seq)
+    assert all(t.exists() for t, _ in pairs)
+    crash(p)
+    p2 = open_pipeline(tmp_path)
+    assert not any(t.exists() for t, _ in pairs)
+    assert p2.replayed == 100
+    p2.close()
+    assert raw_seqs(tmp_path) == list(range(1, 101))
+
+
+def test_unsynced_frames_are_lost_but_nothing_is_half_written(tmp_path):
+    """Frames appended but never fsynced (killed before group commit) are absent, not corrupt."""
+    p = open_pipeline(tmp_path)
+    for i in range(1, 51):
+        p.ingest(frame(i))
+    p.journal.sync()
+    for i in range(51, 61):
+        p.ingest(frame(i))
+    os.close(p._lock_fd)  # no sync: the last 10 frames only ever lived in memory
+    p2 = open_pipeline(tmp_path)
+    p2.close()
+    assert raw_seqs(tmp_path) == list(range(1, 51))
+
+
+def test_open_sessions_are_closed_after_a_crash(tmp_path):
+    """A connection open at a crash gets a sessions row ending at its last frame, with a clear reason."""
+    p = open_pipeline(tmp_path)
+    p.ingest(session(jr.Kind.OPEN, "c1", 1_760_000_000_000_000, "ws://x"))
+    for i in range(1, 11):
+        p.ingest(frame(i))
+    crash(p)
+    open_pipeline(tmp_path).close()
+    with Dataset.open(tmp_path / "data") as ds:
+        (row,) = ds.sql("SELECT * FROM sessions").to_pylist()
+    assert row["close_reason"] == CRASH_REASON
+    assert row["frames"] == 10
+    assert row["closed"] == row["last_frame"]
+
+
+def test_committed_journal_segments_are_removed(tmp_path):
+    """Segments whose frames are all in Parquet are deleted, so the disk does not fill."""
+    p = open_pipeline(tmp_path, segment_bytes=4096)
+    for i in range(1, 2001):
+        p.ingest(frame(i))
+    p.journal.sync()
+    assert len(jr.segments(p.journal_dir)) > 10
+    p.commit(p.cut())
+    assert len(jr.segments(p.journal_dir)) <= 1
+    p.close()
+
+
+def test_a_second_recorder_on_the_same_journal_is_refused(tmp_path):
+    """Two processes on one journal would corrupt it: the second gets a clear error."""
+    p = open_pipeline(tmp_path)
+    with pytest.raises(JournalError, match="in use by another recorder"):
+        open_pipeline(tmp_path)
+    p.close()
+
+
+def test_two_recorders_share_one_root_without_collisions(tmp_path):
+    """Recorders with their own journals write into one dataset root; file names never collide."""
+    a = open_pipeline(tmp_path, tmp_path / "ja")
+    b = open_pipeline(tmp_path, tmp_path / "jb")
+    assert a.instance != b.instance
+    for i in range(1, 101):
+        a.ingest(frame(i, conn="a"))
+        b.ingest(frame(i, conn="b"))
+    a.close()
+    b.close()
+    with Dataset.open(tmp_path / "data") as ds:
+        assert ds.sql("SELECT conn_id, count(*) AS n FROM raw GROUP BY ALL ORDER BY 1").to_pylist() == [
+            {"conn_id": "a", "n": 100}, {"conn_id": "b", "n": 100}]
+
+
+def test_files_are_partitioned_sorted_and_complete(tmp_path):
+    """Rows land under venue=/date= of their event time, sorted by market then time within a file."""
+    p = open_pipeline(tmp_path)
+    day = 86_400_000_000
+    base = 1_760_000_000_000_000 - 1_760_000_000_000_000 % day
+    for i in range(1, 201):
+        p.ingest(frame(i, ts=base + (day - 100_000 if i % 2 else day), market=f"m{i % 3}"))
+    p.close()
+    files = layout.data_files(tmp_path / "data", "chance")
+    assert {f.parent.name for f in files} == {"date=2025-10-09", "date=2025-10-10"}
+    assert all(f.parent.parent.name == "venue=synthetic" for f in files)
+    for f in files:
+        t = pq.read_table(f)
+        keys = list(zip(t.column("market").to_pylist(), t.column("ts_event").to_pylist()))
+        assert keys == sorted(keys)
+        assert pq.ParquetFile(f).metadata.row_group(0).column(0).compression == "ZSTD"
+    assert not list((tmp_path / "data").rglob("*.tmp"))
