@@ -21,7 +21,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 soak: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow -p no:cacheprovider --timeout=3600
+	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q tests/test_fuzz.py --timeout=3600
+	$(BIN)/python -m pytest -q -s -m slow --timeout=3600
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

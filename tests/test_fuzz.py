@@ -1,0 +1,69 @@
+"""Property tests: any JSON (and valid envelopes with wrong field types) into every decoder gives
+records or a DecodeError, never another exception."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recorder.errors import DecodeError
+from recorder.venues import intots, outpoll, predictfun
+from recorder.venues.base import FrameMeta
+
+META = FrameMeta(venue="v", feed="f", conn_id="c", seq=1, ts_recv=1_760_000_000_000_000)
+scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(max_size=12)
+json_values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4),
+                           max_leaves=20)
+DECODERS = [
+    *(outpoll.make_decoder(outpoll.FeedSpec(stream=s)) for s in outpoll.DEFAULT_URLS),
+    *(intots.make_decoder(intots.FeedSpec(stream=s, event_id="1", symbol="S")) for s in intots.STREAMS),
+    predictfun.make_decoder(predictfun.FeedSpec(topics=("kalshiChance/1",))),
+]
+TYPES = ["PRICES_DATA", "PRICES_DATA_DELTA", "probability", "UPDATE_HISTORY", "HISTORY", "TRADE", "ORDER_UPDATE",
+         "TPSL_UPDATE", "success", "trade", "init", "initial", "chart_update", "price_update", "M", "R"]
+TOPICS = ["predictOrderbook/1", "polymarketChance/1", "kalshiChance/1", "assetPriceUpdate/1", "predictWalletEvents/***",
+          "heartbeat", "system"]
+KEYS = ["e", "o", "d", "t", "p", "q", "id", "ts", "b", "a", "c", "l", "i", "s", "trade", "trades", "amount", "market",
+        "ratios", "timestamp", "values", "event_id", "price", "symbol", "data", "topic", "marketId", "bids", "asks",
+        "updateTimestampMs", "lastOrderSettled", "percentage", "orderId", "details", "type", "eventType", "token"]
+# Field values: wrong types at every level, kept shallow so thousands of examples stay fast.
+fields = scalars | st.lists(scalars | st.lists(scalars, max_size=3), max_size=3) | st.dictionaries(
+    st.sampled_from(KEYS), scalars | st.lists(scalars | st.lists(scalars, max_size=2), max_size=3), max_size=4)
+envelopes = st.fixed_dictionaries(
+    {"t": st.sampled_from(TYPES), "type": st.sampled_from(TYPES), "topic": st.sampled_from(TOPICS)},
+    optional={k: fields for k in KEYS if k not in ("t", "type", "topic")})
+# `make soak` sets FUZZ_EXAMPLES higher.
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2000"))
+
+
+def check(text: str) -> None:
+    for d in DECODERS:
+        try:
+            records = d.decode(text, META)
+        except DecodeError:
+            continue
+        assert isinstance(records, list)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(json_values)
+def test_any_json_is_records_or_a_reject(value):
+    """Arbitrary JSON never raises anything but DecodeError."""
+    check(json.dumps(value))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(envelopes)
+def test_valid_envelopes_with_wrong_field_types(value):
+    """Known message types with fields of any type never raise anything but DecodeError."""
+    check(json.dumps(value))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_is_records_or_a_reject(text):
+    """Non-JSON text is a reject."""
+    check(text)
