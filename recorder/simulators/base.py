@@ -63,7 +63,8 @@ class Simulator:
         self.rng = random.Random(self.settings.seed)
         self.ports: dict[str, int] = {}
         self.connections: list[SimConn] = []
-        self.sent: list[tuple[int, str]] = []  # (connection number, text) of every data frame sent
+        self.sent: list[tuple[int, str]] = []  # (connection number, text) of every frame sent
+        self.received: list[tuple[int, str]] = []  # (connection number, text) of every frame received
         self.reject_auth = False
         self._stalled_until = 0.0
         self._count = 0
@@ -121,12 +122,11 @@ class Simulator:
     def stalled(self) -> bool:
         return trio.current_time() < self._stalled_until
 
-    async def send(self, conn: SimConn, message: dict | str, *, data: bool = True) -> None:
+    async def send(self, conn: SimConn, message: dict | str) -> None:
         text = message if isinstance(message, str) else json.dumps(message, separators=(",", ":"))
         await conn.ws.send_message(text)
         conn.frames_sent += 1
-        if data:
-            self.sent.append((conn.number, text))
+        self.sent.append((conn.number, text))
 
     async def run_pushes(self, conn: SimConn, make: Callable[[SimConn], Awaitable[None]]) -> None:
         """Call `make(conn)` every `interval` seconds unless stalled."""
@@ -138,6 +138,7 @@ class Simulator:
     async def receive_json(self, conn: SimConn) -> dict | None:
         text = await conn.ws.get_message()
         conn.received.append(text)
+        self.received.append((conn.number, text))
         try:
             msg = json.loads(text)
         except ValueError:

@@ -26,6 +26,7 @@ class IntotsSimulator(Simulator):
     def __init__(self, settings=None) -> None:
         super().__init__(settings)
         self.recent_trades: list[dict] = []
+        self.all_trades: list[dict] = []  # every trade ever made (each was sent on some connection)
         self.charts: dict[str, RandomWalk] = {}
         self.chart_history: dict[str, list[dict]] = {}
         self.prices: dict[str, int] = {}
@@ -73,6 +74,7 @@ class IntotsSimulator(Simulator):
                  "token": self.rng.choice(["Yes", "No", "YES"]), "event": MARKETS[market], "market": market,
                  "avatar": "https://cdn.intots.com/avatars/x.jpg"}
         self.recent_trades = (self.recent_trades + [trade])[-20:]
+        self.all_trades.append(trade)
         return trade
 
     async def _trades(self, conn: SimConn) -> None:

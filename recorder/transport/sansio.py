@@ -142,12 +142,17 @@ class SansIOConnection:
             self._ready.set()
 
     def _close_error(self) -> ConnectionClosed:
-        code = self._proto.close_code
-        reason = self._proto.close_reason or ""
         exc = self._proto.close_exc
-        if code is None or code == 1006:
-            return ConnectionClosed(f"connection lost without a close frame ({type(exc).__name__})", code=1006)
-        return ConnectionClosed(f"closed by peer: code {code}{' ' + reason if reason else ''}", code=code, reason=reason)
+        rcvd, sent = getattr(exc, "rcvd", None), getattr(exc, "sent", None)
+        if rcvd is not None:
+            reason = rcvd.reason or ""
+            return ConnectionClosed(f"closed by peer: code {rcvd.code}{' ' + reason if reason else ''}", code=rcvd.code,
+                                    reason=reason)
+        if sent is not None:  # we failed the connection: 1009 message too big, 1002 protocol error ...
+            reason = sent.reason or ""
+            return ConnectionClosed(f"closed by us: code {sent.code}{' ' + reason if reason else ''}", code=sent.code,
+                                    reason=reason)
+        return ConnectionClosed(f"connection lost without a close frame ({type(exc).__name__})", code=1006)
 
     def _end(self, exc: ConnectionClosed) -> None:
         if self._ended is None:

@@ -44,41 +44,30 @@ def _closed(exc: tw.ConnectionClosed) -> ConnectionClosed:
     return ConnectionClosed(f"closed by peer: code {code}{' ' + text if text else ''}", code=code, reason=text)
 
 
+_CONNECT_ERRORS = (tw.HandshakeError, OSError, trio.TooSlowError, tw.ConnectionTimeout)
+
+
 @asynccontextmanager
 async def open_triows(url: str, *, headers: list[tuple[str, str]], max_message_bytes: int,
                       ssl_context: ssl.SSLContext | None, connect_timeout: float) -> AsyncIterator[TrioWebsocketConnection]:
+    opened = False
     try:
-        cm = tw.open_websocket_url(url, ssl_context=ssl_context, extra_headers=[(k.encode(), v.encode()) for k, v in headers],
-                                   max_message_size=max_message_bytes, connect_timeout=connect_timeout,
-                                   disconnect_timeout=CLOSE_TIMEOUT)
-        ws = await cm.__aenter__()
-    except tw.ConnectionRejected as exc:
-        raise ConnectFailed(f"handshake rejected with HTTP {exc.status_code}", status=exc.status_code) from None
-    except (tw.HandshakeError, OSError, trio.TooSlowError) as exc:
-        raise ConnectFailed(f"cannot connect: {type(exc).__name__}: {exc}") from None
-    except BaseExceptionGroup as group:  # some versions wrap connection errors in a group
-        first = group.exceptions[0]
-        status = getattr(first, "status_code", None)
-        raise ConnectFailed(f"cannot connect: {type(first).__name__}: {first}", status=status) from None
-    try:
-        yield TrioWebsocketConnection(ws)
-    except BaseException as exc:
-        await _exit(cm, exc)
-        if isinstance(exc, BaseExceptionGroup):
-            raise unwrap(exc) from None
-        raise
-    else:
-        await _exit(cm, None)
-
-
-async def _exit(cm, exc: BaseException | None) -> None:
-    try:
-        with trio.CancelScope(shield=True):
-            if exc is None:
-                await cm.__aexit__(None, None, None)
-            else:
-                await cm.__aexit__(type(exc), exc, exc.__traceback__)
-    except (tw.ConnectionClosed, OSError, trio.TooSlowError, tw.DisconnectionTimeout):
-        pass
-    except BaseExceptionGroup:
-        pass
+        async with tw.open_websocket_url(url, ssl_context=ssl_context,
+                                         extra_headers=[(k.encode(), v.encode()) for k, v in headers],
+                                         max_message_size=max_message_bytes, connect_timeout=connect_timeout,
+                                         disconnect_timeout=CLOSE_TIMEOUT) as ws:
+            opened = True
+            yield TrioWebsocketConnection(ws)
+    except BaseException as raised:
+        exc = unwrap(raised) if isinstance(raised, BaseExceptionGroup) else raised
+        if not opened and isinstance(exc, tw.ConnectionRejected):
+            raise ConnectFailed(f"handshake rejected with HTTP {exc.status_code}", status=exc.status_code) from None
+        if not opened and isinstance(exc, _CONNECT_ERRORS):
+            raise ConnectFailed(f"cannot connect: {type(exc).__name__}: {exc}") from None
+        if isinstance(exc, tw.ConnectionClosed):
+            raise _closed(exc) from None
+        if isinstance(exc, (tw.DisconnectionTimeout, trio.BrokenResourceError)):
+            raise ConnectionClosed(f"connection lost: {type(exc).__name__}", code=1006) from None
+        if exc is raised:
+            raise
+        raise exc from None

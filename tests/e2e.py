@@ -1,0 +1,61 @@
+"""Helpers for end-to-end tests: the simulator fleet and the recorder in one Trio run."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import trio
+
+from recorder import config as cfgmod
+from recorder.dataset import Dataset
+from recorder.simulators.base import SimSettings
+from recorder.simulators.fleet import SECRETS, SIM_ENV, Fleet, start_fleet
+from recorder.supervisor import run_recorder
+
+FAST = SimSettings(interval=0.02, heartbeat_interval=0.5, ping_interval=0.5, read_deadline=1.0)
+
+
+def make_config(fleet: Fleet, root: Path, *, names=None, transport="websockets", **feed_overrides):
+    feeds = [f for f in fleet.feeds(transport=transport) if names is None or f["name"] in names]
+    feeds = [{**f, **feed_overrides} for f in feeds]
+    return cfgmod.parse({"storage": {"root": str(root / "data"), "max_age_seconds": 0.5, "commit_interval_ms": 50},
+                         "recorder": {"summary_interval_seconds": 1}, "feeds": feeds}, environ=SIM_ENV)
+
+
+async def record(root: Path, seconds: float, *, settings: SimSettings = FAST, names=None, transport="websockets",
+                 during: Callable[[Fleet], Awaitable[None]] | None = None, quiesce: bool = True, **overrides) -> Fleet:
+    """Run the fleet and the recorder; `during(fleet)` runs alongside. With `quiesce`, the simulators
+    stop pushing before the recorder stops, so every frame sent was received."""
+    async with trio.open_nursery() as sims:
+        fleet = await start_fleet(sims, settings)
+        cfg = make_config(fleet, root, names=names, transport=transport, **overrides)
+        stop = trio.Event()
+        async with trio.open_nursery() as rec:
+            await rec.start(lambda task_status: run_recorder(cfg, stop=stop, task_status=task_status))
+            if during is not None:
+                rec.start_soon(during, fleet)
+            await trio.sleep(seconds)
+            if quiesce:
+                for sim in fleet.all:
+                    sim.stall(1000)
+                await trio.sleep(0.5)
+            stop.set()
+        sims.cancel_scope.cancel()
+    return fleet
+
+
+def redact(text: str) -> str:
+    for s in SECRETS:
+        text = text.replace(s, "***")
+    return text
+
+
+def sent_counter(fleet: Fleet) -> collections.Counter:
+    return collections.Counter(redact(t) for sim in fleet.all for _, t in sim.sent)
+
+
+def raw_counter(root: Path) -> collections.Counter:
+    with Dataset.open(root / "data") as ds:
+        return collections.Counter(ds.sql("SELECT payload FROM raw").column("payload").to_pylist())
