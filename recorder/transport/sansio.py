@@ -122,9 +122,9 @@ class SansIOConnection:
                 self._end(ConnectionClosed("connection closed", code=1006))
             self._closed_event.set()
 
-    def _take_events(self) -> None:
+    def _take_events(self, events: list | None = None) -> None:
         appended = False
-        for frame in self._proto.events_received():
+        for frame in self._proto.events_received() if events is None else events:
             op = frame.opcode
             if op is Opcode.TEXT or op is Opcode.BINARY:
                 if frame.fin:
@@ -168,7 +168,8 @@ async def _open_stream(host: str, port: int, ssl_context: ssl.SSLContext | None)
     return stream
 
 
-async def _handshake(stream: trio.abc.Stream, proto: ClientProtocol, headers: list[tuple[str, str]]) -> None:
+async def _handshake(stream: trio.abc.Stream, proto: ClientProtocol, headers: list[tuple[str, str]]) -> list:
+    """Send the upgrade request and read the response. Returns the frames that arrived with it."""
     request = proto.connect()
     for name, value in headers:
         request.headers[name] = value
@@ -181,14 +182,15 @@ async def _handshake(stream: trio.abc.Stream, proto: ClientProtocol, headers: li
             proto.receive_data(data)
         else:
             proto.receive_eof()
-        for event in proto.events_received():
+        events = proto.events_received()
+        for i, event in enumerate(events):
             if isinstance(event, Response):
                 if proto.handshake_exc is not None:
                     exc = proto.handshake_exc
                     status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
                     detail = f"HTTP {status}" if status else str(exc)
                     raise ConnectFailed(f"handshake rejected with {detail}", status=status)
-                return
+                return events[i + 1:]  # frames sent right after the upgrade may share its TCP read
         if not data:
             raise ConnectFailed("connection closed during the handshake")
 
@@ -205,7 +207,7 @@ async def open_sansio(url: str, *, headers: list[tuple[str, str]], max_message_b
     try:
         with trio.fail_after(connect_timeout):
             stream = await _open_stream(uri.host, uri.port, ssl_context if uri.secure else None)
-            await _handshake(stream, proto, headers)
+            early = await _handshake(stream, proto, headers)
     except trio.TooSlowError:
         raise ConnectFailed(f"no connection within {connect_timeout:g} s") from None
     except (OSError, trio.BrokenResourceError, ssl.SSLError, InvalidHandshake) as exc:
@@ -215,6 +217,7 @@ async def open_sansio(url: str, *, headers: list[tuple[str, str]], max_message_b
             with trio.CancelScope(shield=True):
                 await stream.aclose()
     conn = SansIOConnection(stream, proto)
+    conn._take_events(early)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.run_reader)
