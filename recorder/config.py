@@ -11,6 +11,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Mapping
 
 import attrs
@@ -57,6 +58,19 @@ def check_table(table: Any, fields: Mapping[str, Opt], path: str) -> dict[str, A
                     raise ConfigError(f"{path}.{key}[{i}] must be {opt.item.__name__}, got {item!r}")
         out[key] = value
     return out
+
+
+def check_url(url: str, path: str) -> None:
+    """A WebSocket URL with a scheme, a host and (if given) a numeric port."""
+    if not re.match(r"^wss?://", url):
+        raise ConfigError(f"{path} must start with ws:// or wss://, got {url!r}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError for a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not a valid URL ({exc}): {url!r}") from None
+    if not parts.hostname:
+        raise ConfigError(f"{path} has no host: {url!r}")
 
 
 def positive(value: float, path: str) -> float:
@@ -198,8 +212,7 @@ def parse_feed(entry: Any, path: str, environ: Mapping[str, str]) -> FeedConfig:
     options = {k: values[k] for k in module.OPTIONS}
     spec, secrets = module.parse_spec(options, path, lambda key: secret_from_env(options[key], f"{path}.{key}", environ))
     url = values["url"] or module.default_url(spec)
-    if not re.match(r"^wss?://", url):
-        raise ConfigError(f"{path}.url must start with ws:// or wss://, got {url!r}")
+    check_url(url, f"{path}.url")
     for key in ("stale_seconds", "backoff_initial_seconds", "backoff_max_seconds", "healthy_seconds"):
         positive(values[key], f"{path}.{key}")
     return FeedConfig(

@@ -68,6 +68,7 @@ def mutate(path, value):
     (("feeds", 0, "colour"), "red", "feeds[0].colour: unknown key"),
     (("feeds", 0, "transport"), "carrier-pigeon", "feeds[0].transport must be one of"),
     (("feeds", 0, "url"), "http://x", "feeds[0].url must start with ws:// or wss://"),
+    (("feeds", 0, "url"), "ws://h:port/x", "feeds[0].url is not a valid URL"),
     (("feeds", 1, "api_secret_env"), KeyError, "feeds[1].api_secret_env is required"),
     (("feeds", 2, "event_id"), KeyError, "feeds[2].event_id is required"),
     (("feeds", 2, "symbol"), "BTC", "feeds[2].symbol does not apply"),

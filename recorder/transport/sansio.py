@@ -200,7 +200,7 @@ async def open_sansio(url: str, *, headers: list[tuple[str, str]], max_message_b
                       ssl_context: ssl.SSLContext | None, connect_timeout: float) -> AsyncIterator[SansIOConnection]:
     try:
         uri = parse_uri(url)
-    except InvalidURI as exc:
+    except (InvalidURI, ValueError) as exc:
         raise ConnectFailed(f"bad WebSocket URL: {exc}") from None
     proto = ClientProtocol(uri, max_size=max_message_bytes)
     stream = None
