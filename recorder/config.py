@@ -131,7 +131,7 @@ class Config:
 _STORAGE = {
     "root": Opt(type=str, required=True),
     "journal": Opt(type=str),
-    "max_rows": Opt(type=int, default=250_000),
+    "max_rows": Opt(type=int, default=100_000),
     "max_age_seconds": Opt(type=(int, float), default=60.0),
     "commit_interval_ms": Opt(type=(int, float), default=200),
     "segment_mb": Opt(type=(int, float), default=64),

@@ -145,16 +145,20 @@ class Feed:
         if subscribed:
             self._journal(jr.Kind.SUBSCRIBED, conn_id, "")
         stale = self.cfg.stale_seconds
-        ingest, redact, name, venue, now_ns = self.pipeline.ingest, self.redact, self.cfg.name, self.cfg.venue, self._now_ns
+        slack = stale * 0.05  # moving a deadline costs: move it only when it has slid this far
+        ingest, redact, name, venue, now_ns = self.pipeline.ingest_frame, self.redact, self.cfg.name, self.cfg.venue, self._now_ns
+        current_time = trio.current_time
         seq = 0
         with trio.move_on_after(stale) as watchdog:
             while True:
                 text = await conn.receive()
                 ts = now_ns() // 1000
-                watchdog.deadline = trio.current_time() + stale
+                due = current_time() + stale
+                if due - watchdog.deadline > slack:
+                    watchdog.deadline = due
                 seq += 1
                 text = redact(text)
-                ingest(jr.Entry(kind=jr.Kind.FRAME, ts_recv=ts, seq=seq, feed=name, venue=venue, conn_id=conn_id, text=text))
+                ingest(name, venue, conn_id, seq, ts, text)
                 control = protocol.on_frame(text)
                 if control.send:
                     for reply in control.send:

@@ -31,7 +31,7 @@ from .fsutil import fsync_dir
 log = logging.getLogger(__name__)
 
 _HEAD = struct.Struct("<II")
-_FIXED = struct.Struct("<Bqq")
+_FIXED = struct.Struct("<Bqq")  # kind, ts_recv, seq
 _LEN = struct.Struct("<H")
 SUFFIX = ".wal"
 Position = tuple[int, int]
@@ -55,15 +55,23 @@ class Entry:
     text: str
 
 
-def encode(e: Entry) -> bytes:
-    parts = [_FIXED.pack(e.kind, e.ts_recv, e.seq)]
-    for s in (e.feed, e.venue, e.conn_id):
+def names_prefix(feed: str, venue: str, conn_id: str) -> bytes:
+    """The length-prefixed feed, venue and connection id, as stored in an entry body."""
+    parts = []
+    for s in (feed, venue, conn_id):
         b = s.encode()
         parts.append(_LEN.pack(len(b)))
         parts.append(b)
-    parts.append(e.text.encode())
-    body = b"".join(parts)
+    return b"".join(parts)
+
+
+def encode_parts(kind: int, ts_recv: int, seq: int, prefix: bytes, text: str) -> bytes:
+    body = _FIXED.pack(kind, ts_recv, seq) + prefix + text.encode()
     return _HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
+def encode(e: Entry) -> bytes:
+    return encode_parts(e.kind, e.ts_recv, e.seq, names_prefix(e.feed, e.venue, e.conn_id), e.text)
 
 
 def decode_body(body: bytes) -> Entry:
@@ -153,6 +161,7 @@ class Journal:
         self.durable: Position = (self._number, 0)
         self.queued_bytes = 0
         self.appended = 0
+        self._prefixes: dict[tuple[str, str, str], bytes] = {}
 
     @property
     def position(self) -> Position:
@@ -160,7 +169,19 @@ class Journal:
         return (self._number, self._offset)
 
     def append(self, entry: Entry) -> Position:
-        data = encode(entry)
+        return self._queue_bytes(encode(entry))
+
+    def append_frame(self, feed: str, venue: str, conn_id: str, seq: int, ts_recv: int, text: str) -> Position:
+        """append(Entry(kind=FRAME, ...)) without building the Entry: the per-frame hot path."""
+        key = (feed, venue, conn_id)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            if len(self._prefixes) > 1000:
+                self._prefixes.clear()
+            prefix = self._prefixes[key] = names_prefix(feed, venue, conn_id)
+        return self._queue_bytes(encode_parts(Kind.FRAME, ts_recv, seq, prefix, text))
+
+    def _queue_bytes(self, data: bytes) -> Position:
         if self._offset and self._offset + len(data) > self._segment_bytes:
             self._number += 1
             self._offset = 0

@@ -29,7 +29,8 @@ from . import journal as jr
 from . import layout
 from .errors import DecodeError, JournalError
 from .fsutil import fsync_dir, write_atomic
-from .records import Raw, Reject, Session
+from .records import Reject, Session
+from .timeutil import US_PER_DAY
 from .venues.base import Decoder, FrameMeta, RawOnlyDecoder
 from .writer import Buffers, Flush, write_files
 
@@ -182,9 +183,14 @@ class Pipeline:
         self.journal.append(entry)
         self._apply(entry)
 
+    def ingest_frame(self, feed: str, venue: str, conn_id: str, seq: int, ts_recv: int, text: str) -> None:
+        """ingest(Entry(kind=FRAME, ...)) without building the Entry: the per-frame hot path."""
+        self.journal.append_frame(feed, venue, conn_id, seq, ts_recv, text)
+        self._apply_frame(feed, venue, conn_id, seq, ts_recv, text)
+
     def _apply(self, e: jr.Entry) -> None:
         if e.kind == jr.Kind.FRAME:
-            self._apply_frame(e)
+            self._apply_frame(e.feed, e.venue, e.conn_id, e.seq, e.ts_recv, e.text)
         elif e.kind == jr.Kind.OPEN:
             self.sessions[e.conn_id] = OpenSession(venue=e.venue, feed=e.feed, url=e.text, connected=e.ts_recv)
         elif e.kind == jr.Kind.SUBSCRIBED:
@@ -199,28 +205,31 @@ class Pipeline:
                     connected=s.connected, subscribed=s.subscribed, first_frame=s.first_frame,
                     last_frame=s.last_frame, closed=e.ts_recv, close_reason=e.text, frames=s.frames))
 
-    def _apply_frame(self, e: jr.Entry) -> None:
-        s = self.sessions.get(e.conn_id)
+    def _apply_frame(self, feed: str, venue: str, conn_id: str, seq: int, ts: int, text: str) -> None:
+        s = self.sessions.get(conn_id)
         if s is not None:
             s.frames += 1
-            s.last_frame = e.ts_recv
+            s.last_frame = ts
             if s.first_frame is None:
-                s.first_frame = e.ts_recv
-        stats = self.stats.get(e.feed)
+                s.first_frame = ts
+        stats = self.stats.get(feed)
         if stats is None:
-            stats = self.stats[e.feed] = FeedStats()
+            stats = self.stats[feed] = FeedStats()
         stats.frames += 1
-        stats.last_frame = e.ts_recv
-        meta = FrameMeta(venue=e.venue, feed=e.feed, conn_id=e.conn_id, seq=e.seq, ts_recv=e.ts_recv)
-        add = self.buffers.add
-        add(Raw(ts_event=None, payload=e.text, **meta.common()))
+        stats.last_frame = ts
+        buffers = self.buffers
+        # raw row in file-column order (schemas/raw.toml): feed, ts_event, ts_recv, conn_id, seq, payload
+        buffers.add_row("raw", venue, ts // US_PER_DAY, (feed, None, ts, conn_id, seq, text))
+        decoder = self.decoders.get(feed) or self._decoder(feed)
+        meta = FrameMeta(venue=venue, feed=feed, conn_id=conn_id, seq=seq, ts_recv=ts)
         try:
-            records = self._decoder(e.feed).decode(e.text, meta)
+            records = decoder.decode(text, meta)
         except DecodeError as exc:
             stats.rejects += 1
-            add(Reject(ts_event=None, error=str(exc), payload=e.text, **meta.common()))
+            buffers.add(Reject(ts_event=None, error=str(exc), payload=text, **meta.common()))
             return
         stats.rows += len(records)
+        add = buffers.add
         for r in records:
             add(r)
 

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 @attrs.frozen(kw_only=True)
 class FlushPolicy:
-    max_rows: int = 250_000  # flush when this many rows are buffered
+    max_rows: int = 100_000  # flush when this many rows are buffered
     max_age: float = 60.0  # seconds between flushes while rows are buffered
     commit_interval: float = 0.2  # journal group-commit fsync interval, seconds
     retry_interval: float = 5.0  # after a disk error, seconds before trying again

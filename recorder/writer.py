@@ -24,7 +24,7 @@ PartitionKey = tuple[str, str, int]  # (table, venue, day)
 @attrs.define
 class _Partition:
     table: str
-    records: list = attrs.field(factory=list)
+    rows: list = attrs.field(factory=list)  # tuples in file-column order
     batches: list[pa.RecordBatch] = attrs.field(factory=list)
 
 
@@ -36,9 +36,9 @@ class Flush:
     rows: int
 
 
-def _getters(table: str):
-    cols = schema.load(table).file_columns
-    return [(c, operator.attrgetter(c)) for c in cols]
+def _row_getter(table: str):
+    """record -> tuple of its file columns, in one C call."""
+    return operator.attrgetter(*schema.load(table).file_columns)
 
 
 class Buffers:
@@ -47,29 +47,35 @@ class Buffers:
     def __init__(self, *, batch_rows: int = 8192) -> None:
         self._batch_rows = batch_rows
         self._parts: dict[PartitionKey, _Partition] = {}
-        self._getters = {t: _getters(t) for t in schema.TABLES}
+        self._getters = {t: _row_getter(t) for t in schema.TABLES}
         self._schemas = {t: schema.load(t).file_schema for t in schema.TABLES}
         self.rows = 0
 
     def add(self, record: Record) -> None:
         ts = record.ts_event if record.ts_event is not None else record.ts_recv
-        key = (record.table, record.venue, ts // timeutil.US_PER_DAY)
+        table = record.table
+        self.add_row(table, record.venue, ts // timeutil.US_PER_DAY, self._getters[table](record))
+
+    def add_row(self, table: str, venue: str, day: int, row: tuple) -> None:
+        """Add one row given as a tuple of the table's file columns (the hot path for raw frames)."""
+        key = (table, venue, day)
         part = self._parts.get(key)
         if part is None:
-            part = self._parts[key] = _Partition(record.table)
-        part.records.append(record)
+            part = self._parts[key] = _Partition(table)
+        rows = part.rows
+        rows.append(row)
         self.rows += 1
-        if len(part.records) >= self._batch_rows:
-            part.batches.append(self._to_batch(part.table, part.records))
-            part.records = []
+        if len(rows) >= self._batch_rows:
+            part.batches.append(self._to_batch(table, rows))
+            part.rows = []
 
     def add_all(self, records: Iterable[Record]) -> None:
         for r in records:
             self.add(r)
 
-    def _to_batch(self, table: str, records: list) -> pa.RecordBatch:
+    def _to_batch(self, table: str, rows: list) -> pa.RecordBatch:
         sch = self._schemas[table]
-        arrays = [pa.array([get(r) for r in records], type=sch.field(name).type) for name, get in self._getters[table]]
+        arrays = [pa.array(column, type=field.type) for column, field in zip(zip(*rows), sch)]
         for field, array in zip(sch, arrays):
             if array.null_count and not field.nullable:
                 raise ValueError(f"{table}.{field.name} is required but {array.null_count} rows have none (a decoder bug)")
@@ -80,8 +86,8 @@ class Buffers:
         out: dict[PartitionKey, list[pa.RecordBatch]] = {}
         for key, part in self._parts.items():
             batches = part.batches
-            if part.records:
-                batches.append(self._to_batch(part.table, part.records))
+            if part.rows:
+                batches.append(self._to_batch(part.table, part.rows))
             if batches:
                 out[key] = batches
         flush = Flush(partitions=out, rows=self.rows)

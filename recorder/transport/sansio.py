@@ -25,7 +25,7 @@ from ..errors import ConnectFailed, ConnectionClosed
 from . import CLOSE_TIMEOUT, unwrap
 
 READ_BYTES = 256 * 1024
-MAX_QUEUED = 100_000  # messages queued before the reader stops reading (backpressure)
+MAX_QUEUED = 8192  # messages queued before the reader stops reading (a few ms of backlog at full rate)
 YIELD_EVERY = 256  # receive() yields to the scheduler at least this often
 
 

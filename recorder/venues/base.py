@@ -19,15 +19,14 @@ from ..errors import DecodeError
 from ..records import Record
 
 
-@attrs.frozen(kw_only=True)
 class FrameMeta:
-    """Where a frame came from; every record made from it carries these."""
+    """Where a frame came from; every record made from it carries these. (A plain slotted class:
+    one is made per frame, on the hot path.)"""
 
-    venue: str
-    feed: str
-    conn_id: str
-    seq: int
-    ts_recv: int
+    __slots__ = ("venue", "feed", "conn_id", "seq", "ts_recv")
+
+    def __init__(self, *, venue: str, feed: str, conn_id: str, seq: int, ts_recv: int) -> None:
+        self.venue, self.feed, self.conn_id, self.seq, self.ts_recv = venue, feed, conn_id, seq, ts_recv
 
     def common(self) -> dict[str, Any]:
         return {"venue": self.venue, "feed": self.feed, "conn_id": self.conn_id, "seq": self.seq, "ts_recv": self.ts_recv}
@@ -148,6 +147,13 @@ class Bounded:
 
     def __contains__(self, key) -> bool:
         return key in self._set
+
+    def add_new(self, key) -> bool:
+        """Add `key`; False if it was already there (the dedupe test and insert in one call)."""
+        if key in self._set:
+            return False
+        self.add(key)
+        return True
 
     def add(self, key) -> None:
         if key in self._set:

@@ -207,7 +207,7 @@ class Decoder:
     def __init__(self, spec: FeedSpec) -> None:
         self.spec = spec
         self.books: dict[str, dict[str, dict[str, float | None]]] = {}  # event -> outcome -> {c,b,a}
-        self.points = Bounded(50_000)  # chance points recorded: "event|outcome|t|p"
+        self.points = Bounded(50_000)  # chance points recorded: (event, outcome, t, p)
         self.trades = Bounded(20_000)  # trade ids recorded
 
     def state(self) -> dict:
@@ -215,7 +215,7 @@ class Decoder:
 
     def restore(self, state: dict) -> None:
         self.books = state.get("books", {})
-        self.points = Bounded(50_000, state.get("points"))
+        self.points = Bounded(50_000, [tuple(k) for k in state.get("points", [])])
         self.trades = Bounded(20_000, state.get("trades"))
 
     def decode(self, text: str, meta: FrameMeta) -> list[Record]:
@@ -272,16 +272,17 @@ class Decoder:
         event = base.text(msg.get("e"), "e")
         outcomes = [base.text(o, "o[]") for o in base.lst(msg.get("o"), "o")]
         out: list[Record] = []
+        seen = self.points
         for point in points:
             t = base.number(point.get("t"), "d.t")
             p = base.probability(point.get("p"), "d.p")
+            ts = seconds_to_us(t)
             for outcome in outcomes:
-                key = f"{event}|{outcome}|{t!r}|{p!r}"
-                if key in self.points:
+                if not seen.add_new((event, outcome, t, p)):
                     continue
-                self.points.add(key)
-                out.append(Chance(ts_event=seconds_to_us(t), market=event, outcome=outcome, probability=p,
-                                  origin=VENUE, source=source, **meta.common()))
+                out.append(Chance(venue=meta.venue, feed=meta.feed, ts_event=ts, ts_recv=meta.ts_recv,
+                                  conn_id=meta.conn_id, seq=meta.seq, market=event, outcome=outcome, probability=p,
+                                  origin=VENUE, source=source))
         return out
 
     # trades --------------------------------------------------------------------------------

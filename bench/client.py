@@ -1,0 +1,117 @@
+"""One benchmark client run, in its own process so its peak RSS is its own. Prints one JSON line.
+
+    python -m bench.client --mode bare|recorder --transport websockets|trio-websocket --mix small|book
+                           --url ws://127.0.0.1:PORT --frames M [--root DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from recorder import config as cfgmod
+from recorder.errors import ConnectionClosed
+from recorder.supervisor import run_recorder
+from recorder.transport import open_connection
+
+
+async def bare(url: str, transport: str, frames: int) -> dict:
+    n = 0
+    t_first = t_last = None
+    async with open_connection(url, transport=transport) as conn:
+        try:
+            await conn.receive()
+            t_first = time.perf_counter()
+            n = 1
+            while True:
+                await conn.receive()
+                n += 1
+                if n == frames:
+                    t_last = time.perf_counter()
+        except ConnectionClosed:
+            pass
+    elapsed = t_last - t_first
+    return {"frames": n, "seconds": elapsed, "rate": (n - 1) / elapsed}
+
+
+def feed_for(mix: str, url: str, transport: str) -> dict:
+    common = {"url": url, "transport": transport, "stale_seconds": 600, "backoff_initial_seconds": 30}
+    if mix == "small":
+        return {"name": "bench", "venue": "outpoll", "stream": "chance",
+                "subscriptions": [{"event": "evt-1", "outcomes": ["evt-1-yes"]}], **common}
+    return {"name": "bench", "venue": "predictfun", "topics": ["predictOrderbook/123"], **common}
+
+
+async def recorder(url: str, transport: str, mix: str, frames: int, root: Path, storage: dict) -> dict:
+    cfg = cfgmod.parse({"storage": {"root": str(root), **storage}, "recorder": {"summary_interval_seconds": 3600},
+                        "feeds": [feed_for(mix, url, transport)]}, environ={})
+    stop = trio.Event()
+    out: dict = {}
+    durable_lat, visible_lat = [], []
+    async with trio.open_nursery() as nursery:
+        pipeline = await nursery.start(lambda task_status: run_recorder(cfg, stop=stop, task_status=task_status))
+        t_first = None
+        pending_d, pending_v = [], []  # (time sampled, journal position) awaiting durable / committed
+        while True:
+            await trio.sleep(0.002)
+            now = time.perf_counter()
+            stats = pipeline.stats.get("bench")
+            n = stats.frames if stats else 0
+            if n and t_first is None:
+                t_first = now
+            if n:
+                pos = pipeline.journal.position
+                pending_d.append((now, pos))
+                pending_v.append((now, pos))
+                while pending_d and pending_d[0][1] <= pipeline.journal.durable:
+                    durable_lat.append(now - pending_d.pop(0)[0])
+                while pending_v and pending_v[0][1] <= pipeline.committed:
+                    visible_lat.append(now - pending_v.pop(0)[0])
+            if n >= frames:
+                out["seconds"] = now - t_first
+                out["rate"] = n / (now - t_first)
+                out["frames"] = n
+                break
+        t_stop = time.perf_counter()
+        stop.set()
+    out["close_seconds"] = time.perf_counter() - t_stop
+    out["rate_with_final_flush"] = out["frames"] / (out["seconds"] + out["close_seconds"])
+
+    def pct(xs, q):
+        return round(statistics.quantiles(xs, n=100)[q - 1] * 1000, 1) if len(xs) >= 2 else None
+
+    out["durable_ms_p50"], out["durable_ms_p99"] = pct(durable_lat, 50), pct(durable_lat, 99)
+    out["visible_ms_p50"], out["visible_ms_p99"] = pct(visible_lat, 50), pct(visible_lat, 99)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=["bare", "recorder"], required=True)
+    ap.add_argument("--transport", default="websockets")
+    ap.add_argument("--mix", default="small")
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--frames", type=int, required=True)
+    ap.add_argument("--root")
+    ap.add_argument("--storage", default="{}", help="JSON of [storage] overrides")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if a.mode == "bare":
+        result = trio.run(bare, a.url, a.transport, a.frames)
+    else:
+        root = Path(a.root) if a.root else Path(tempfile.mkdtemp(prefix="bench-")) / "data"
+        result = trio.run(recorder, a.url, a.transport, a.mix, a.frames, root, json.loads(a.storage))
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

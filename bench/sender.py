@@ -1,0 +1,96 @@
+"""A WebSocket server that sends M pre-encoded frames as fast as the client reads them, for benchmarks.
+
+Plain blocking sockets, frames encoded once: it outruns any client, so the client is what is
+measured. One client at a time; after M frames it sends a close frame (1000) and waits for the next.
+
+    python -m bench.sender --mix small|book --frames M      (prints "port N", then serves)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import socket
+import struct
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def payloads(mix: str, n: int = 100_000) -> list[bytes]:
+    """n distinct frames of the mix (the client's decoder sees realistic, varying content)."""
+    out = []
+    for i in range(n):
+        if mix == "small":  # an Outpoll chance update, ~95 bytes
+            msg = {"t": "UPDATE_HISTORY", "e": "evt-1", "o": [f"evt-1-o{i % 4}"],
+                   "d": {"t": 1712160300 + i, "p": round(0.3 + (i % 400) / 1000, 4)}}
+        else:  # a predict.fun order book, ~300 bytes
+            mid = 0.3 + (i % 300) / 1000
+            msg = {"type": "M", "topic": "predictOrderbook/123", "data": {
+                "marketId": 123, "updateTimestampMs": 1736696400000 + i,
+                "asks": [[round(mid + 0.01 * k, 2), 100 + k * 7 + i % 13] for k in range(1, 4)],
+                "bids": [[round(mid - 0.01 * k, 2), 200 + k * 5 + i % 11] for k in range(1, 4)],
+                "version": 1, "orderCount": 20, "lastOrderSettled": {"id": str(1000 + i // 10), "kind": "LIMIT", "marketId": 123,
+                                                                     "outcome": "No", "price": "0.80", "side": "Bid"}}}
+        out.append(json.dumps(msg, separators=(",", ":")).encode())
+    return out
+
+
+def frame(payload: bytes, opcode: int = 1) -> bytes:
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, n)
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    return head + payload
+
+
+def handshake(conn: socket.socket) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            raise ConnectionError("client left during the handshake")
+        data += chunk
+    key = next(l.split(b":", 1)[1].strip() for l in data.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key"))
+    accept = base64.b64encode(hashlib.sha1(key + GUID.encode()).digest()).decode()
+    conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+
+
+def serve(mix: str, frames: int, port: int = 0) -> None:
+    encoded = [frame(p) for p in payloads(mix)]
+    block = b"".join(encoded)  # 100k distinct frames (wider than any dedupe window), repeated
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen()
+    print(f"port {listener.getsockname()[1]}", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            handshake(conn)
+            full, rest = divmod(frames, len(encoded))
+            for _ in range(full):
+                conn.sendall(block)
+            if rest:
+                conn.sendall(b"".join(encoded[:rest]))
+            conn.sendall(frame(struct.pack("!H", 1000) + b"done", opcode=8))
+            conn.settimeout(10)
+            conn.recv(65536)  # the client's close reply (or EOF); then the server closes TCP, as RFC 6455 says
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            conn.close()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mix", choices=["small", "book"], default="small")
+    ap.add_argument("--frames", type=int, default=1_000_000)
+    a = ap.parse_args()
+    serve(a.mix, a.frames)
