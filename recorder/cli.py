@@ -106,6 +106,30 @@ def cmd_queries(args) -> int:
     return 0
 
 
+def cmd_compact(args) -> int:
+    import datetime as dt
+
+    from .compact import compact
+    from .schema import TABLES
+
+    tables = tuple(args.table) if args.table else TABLES
+    for t in tables:
+        if t not in TABLES:
+            raise RecorderError(f"--table {t!r} is not a table; tables: {', '.join(TABLES)}")
+    try:
+        before = dt.date.fromisoformat(args.before) if args.before else None
+    except ValueError:
+        raise RecorderError(f"--before {args.before!r} is not a date like 2026-11-01") from None
+
+    def progress(r) -> None:
+        print(f"{r.partition}: {r.files_before} files -> {r.files_after}, {r.rows} rows, "
+              f"{r.bytes_before / 1e6:.1f} MB -> {r.bytes_after / 1e6:.1f} MB in {r.seconds:.1f} s", flush=True)
+
+    results = compact(_data_root(args), tables=tables, before=before, progress=progress)
+    print(f"compacted {len(results)} partitions")
+    return 0
+
+
 def cmd_sql(args) -> int:
     from .dataset import Dataset
 
@@ -146,6 +170,14 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--data", help="dataset root (default: storage.root from --config)")
         q.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
         q.set_defaults(func=cmd_query if name == "query" else cmd_sql)
+
+    comp = sub.add_parser("compact", help="merge each partition's files into one sorted file (safe while "
+                          "recorders write and readers query)")
+    comp.add_argument("--data", help="dataset root (default: storage.root from --config)")
+    comp.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    comp.add_argument("--table", action="append", help="only this table (repeatable)")
+    comp.add_argument("--before", help="only partitions dated before this day (YYYY-MM-DD), e.g. today's date")
+    comp.set_defaults(func=cmd_compact)
 
     lst = sub.add_parser("queries", help="list the named queries and their parameters")
     lst.set_defaults(func=cmd_queries)

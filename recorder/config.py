@@ -117,6 +117,8 @@ class StorageConfig:
     journal: Path
     policy: FlushPolicy
     segment_bytes: int
+    compact: bool = False  # the daemon compacts closed (before today, UTC) partitions itself
+    compact_interval: float = 3600.0
 
 
 @attrs.frozen(kw_only=True)
@@ -135,6 +137,8 @@ _STORAGE = {
     "max_age_seconds": Opt(type=(int, float), default=60.0),
     "commit_interval_ms": Opt(type=(int, float), default=200),
     "segment_mb": Opt(type=(int, float), default=64),
+    "compact": Opt(type=bool, default=False),
+    "compact_interval_minutes": Opt(type=(int, float), default=60),
 }
 _RECORDER = {
     "summary_interval_seconds": Opt(type=(int, float), default=60.0),
@@ -179,7 +183,9 @@ def parse(raw: dict, *, base: Path = Path("."), environ: Mapping[str, str] = os.
         commit_interval=positive(st["commit_interval_ms"], "storage.commit_interval_ms") / 1000,
     )
     storage = StorageConfig(root=root, journal=journal, policy=policy,
-                            segment_bytes=int(positive(st["segment_mb"], "storage.segment_mb") * 1024 * 1024))
+                            segment_bytes=int(positive(st["segment_mb"], "storage.segment_mb") * 1024 * 1024),
+                            compact=st["compact"],
+                            compact_interval=positive(st["compact_interval_minutes"], "storage.compact_interval_minutes") * 60)
     rec = check_table(top["recorder"], _RECORDER, "recorder")
     if rec["log_level"].lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"recorder.log_level must be debug, info, warning or error, got {rec['log_level']!r}")

@@ -66,13 +66,21 @@ class Dataset:
             self.con.execute(view_sql(self.root, table))
 
     def sql(self, text: str, params: dict[str, Any] | None = None) -> pa.Table:
-        try:
-            relation = self.con.sql(text, params=params or None)
-            if relation is None:  # a statement with no result (CREATE, SET ...)
-                return pa.table({})
-            return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
-        except duckdb.Error as exc:
-            raise QueryError(f"SQL failed: {str(exc).splitlines()[0]}") from None
+        for attempt in range(3):
+            try:
+                relation = self.con.sql(text, params=params or None)
+                if relation is None:  # a statement with no result (CREATE, SET ...)
+                    return pa.table({})
+                return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+            except duckdb.IOException as exc:
+                # A compaction swapped a partition between DuckDB listing its files and opening
+                # them: the listing is stale, not the data. Re-list and run again.
+                if attempt == 2 or "No such file" not in str(exc) and "No files found" not in str(exc):
+                    raise QueryError(f"SQL failed: {str(exc).splitlines()[0]}") from None
+                self.refresh()
+            except duckdb.Error as exc:
+                raise QueryError(f"SQL failed: {str(exc).splitlines()[0]}") from None
+        raise AssertionError("unreachable")
 
     def query(self, name: str, *, now: dt.datetime | None = None, **params: Any) -> pa.Table:
         """Run a named query from `queries/`; parameters as text or typed values."""

@@ -27,6 +27,7 @@ import attrs
 
 from . import journal as jr
 from . import layout
+from .compact import writers_lock
 from .errors import DecodeError, JournalError
 from .fsutil import fsync_dir, write_atomic
 from .records import Reject, Session
@@ -153,12 +154,15 @@ class Pipeline:
                                " means outside damage: move it away to replay the whole journal") from None
 
     def _roll_forward(self, pending: list) -> None:
+        if not pending:
+            return
         dirs = set()
-        for tmp, final in pending:
-            layout.publish(self.root / tmp, self.root / final)
-            dirs.add((self.root / final).parent)
-        for d in dirs:
-            fsync_dir(d)
+        with writers_lock(self.root, exclusive=False):  # never while compaction swaps a partition
+            for tmp, final in pending:
+                layout.publish(self.root / tmp, self.root / final)
+                dirs.add((self.root / final).parent)
+            for d in dirs:
+                fsync_dir(d)
 
     def _restore(self, checkpoint: dict) -> None:
         state = checkpoint.get("state") or {}

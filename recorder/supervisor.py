@@ -62,6 +62,25 @@ async def run_summary(pipeline: Pipeline, feeds: list[Feed], interval: float) ->
                      s.rows, s.rejects, age)
 
 
+async def run_compaction(config: Config) -> None:
+    """Compact closed partitions (dated before today, UTC) every `compact_interval` seconds."""
+    import datetime as dt
+
+    from .compact import compact
+
+    while True:
+        await trio.sleep(config.storage.compact_interval)
+        today = dt.datetime.now(dt.timezone.utc).date()
+        try:
+            results = await trio.to_thread.run_sync(lambda: compact(config.storage.root, before=today))
+        except OSError as exc:
+            log.error("compaction failed: %s; the partitions are unchanged, retrying next interval", exc)
+            continue
+        if results:
+            log.info("compacted %d partitions (%d files into %d)", len(results),
+                     sum(r.files_before for r in results), sum(r.files_after for r in results))
+
+
 async def run_recorder(config: Config, *, stop: trio.Event | None = None,
                        task_status=trio.TASK_STATUS_IGNORED) -> Pipeline:
     """Record every configured feed until `stop` is set (or the task is cancelled)."""
@@ -77,6 +96,8 @@ async def run_recorder(config: Config, *, stop: trio.Event | None = None,
                 for feed in feeds:
                     nursery.start_soon(feed.run, name=f"feed {feed.cfg.name}")
                 nursery.start_soon(run_summary, pipeline, feeds, config.summary_interval)
+                if config.storage.compact:
+                    nursery.start_soon(run_compaction, config)
                 task_status.started(pipeline)
                 if stop is not None:
                     await stop.wait()
