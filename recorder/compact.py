@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import attrs
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import layout, schema
 from .errors import DatasetError
@@ -37,6 +39,7 @@ from .fsutil import fsync_dir
 log = logging.getLogger(__name__)
 LOCK_NAME = "_compact.lock"
 STAGING = "_compact"
+ROW_GROUP_ROWS = 1_000_000
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
@@ -99,9 +102,19 @@ def compact_partition(root: Path, table: str, live: Path, *, threads: int = 1, m
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"SET temp_directory = '{stage}/.spill'")
-        rows = con.execute(f"SELECT count(*) FROM read_parquet([{files}], hive_partitioning = false)").fetchone()[0]
-        con.execute(f"COPY (SELECT * FROM read_parquet([{files}], hive_partitioning = false, union_by_name = true) "
-                    f"ORDER BY {order}) TO '{stage / name}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)")
+        # DuckDB sorts (spilling to disk past memory_limit); pyarrow writes, with the same settings
+        # and schema as every other file of the dataset.
+        file_schema = schema.load(table).file_schema
+        cols = ", ".join(file_schema.names)
+        relation = con.sql(f"SELECT {cols} FROM read_parquet([{files}], hive_partitioning = false, "
+                           f"union_by_name = true) ORDER BY {order}")
+        reader = (relation.to_arrow_reader(ROW_GROUP_ROWS) if hasattr(relation, "to_arrow_reader")
+                  else relation.record_batch(ROW_GROUP_ROWS))  # duckdb < 2
+        rows = 0
+        with pq.ParquetWriter(stage / name, file_schema, compression=layout.COMPRESSION) as writer:
+            for batch in reader:
+                writer.write_table(pa.Table.from_batches([batch]).cast(file_schema), row_group_size=ROW_GROUP_ROWS)
+                rows += batch.num_rows
     finally:
         con.close()
     shutil.rmtree(stage / ".spill", ignore_errors=True)

@@ -94,11 +94,23 @@ def segments(directory: Path) -> list[int]:
     return sorted(int(p.stem) for p in directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
 
 
+_FIXED_LEN0 = struct.Struct("<BqqH")  # kind, ts_recv, seq, length of feed
+
+
 def read_segment(path: Path, start: int = 0) -> Iterator[tuple[int, Entry]]:
     """Yield (offset after entry, entry) from `start`; cut a torn or corrupt tail with a warning."""
+    for off, fields in read_segment_fields(path, start):
+        yield off, Entry(kind=Kind(fields[0]), ts_recv=fields[1], seq=fields[2], feed=fields[3], venue=fields[4],
+                         conn_id=fields[5], text=fields[6])
+
+
+def read_segment_fields(path: Path, start: int = 0) -> Iterator[tuple[int, tuple]]:
+    """As read_segment, with plain tuples (kind, ts_recv, seq, feed, venue, conn_id, text): replay's fast path."""
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read()
+    view = memoryview(data)
+    names: dict[bytes, tuple[str, str, str, int]] = {}  # name prefix -> (feed, venue, conn_id, its length)
     off, end = 0, len(data)
     while off < end:
         bad = None
@@ -106,7 +118,7 @@ def read_segment(path: Path, start: int = 0) -> Iterator[tuple[int, Entry]]:
             bad = "a truncated entry header"
         else:
             length, crc = _HEAD.unpack_from(data, off)
-            body = data[off + _HEAD.size : off + _HEAD.size + length]
+            body = view[off + _HEAD.size : off + _HEAD.size + length]
             if len(body) < length:
                 bad = f"a truncated entry ({len(body)} of {length} bytes)"
             elif zlib.crc32(body) != crc:
@@ -120,13 +132,41 @@ def read_segment(path: Path, start: int = 0) -> Iterator[tuple[int, Entry]]:
                 os.fsync(f.fileno())
             return
         try:
-            entry = decode_body(body)
+            fields = _fields(body, names)
         except (ValueError, UnicodeDecodeError, struct.error) as exc:
             log.warning("journal %s: undecodable entry at offset %d (%s); skipped", path.name, start + off, exc)
             off += _HEAD.size + length
             continue
         off += _HEAD.size + length
-        yield start + off, entry
+        yield start + off, fields
+
+
+def _fields(body: memoryview, names: dict) -> tuple:
+    kind, ts, seq, n1 = _FIXED_LEN0.unpack_from(body, 0)
+    o = _FIXED.size
+    n2 = int.from_bytes(body[o + 2 + n1 : o + 4 + n1], "little")
+    n3 = int.from_bytes(body[o + 4 + n1 + n2 : o + 6 + n1 + n2], "little")
+    end = o + 6 + n1 + n2 + n3
+    key = bytes(body[o:end])
+    cached = names.get(key)
+    if cached is None:
+        if len(names) > 10_000:
+            names.clear()
+        feed = str(body[o + 2 : o + 2 + n1], "utf-8")
+        venue = str(body[o + 4 + n1 : o + 4 + n1 + n2], "utf-8")
+        conn_id = str(body[o + 6 + n1 + n2 : end], "utf-8")
+        cached = names[key] = (feed, venue, conn_id)
+    return (kind, ts, seq, *cached, str(body[end:], "utf-8"))
+
+
+def read_fields_from(directory: Path, pos: Position) -> Iterator[tuple[Position, tuple]]:
+    """Like read_from, with plain tuples (see read_segment_fields)."""
+    for number in segments(directory):
+        if number < pos[0]:
+            continue
+        start = pos[1] if number == pos[0] else 0
+        for off, fields in read_segment_fields(segment_path(directory, number), start):
+            yield (number, off), fields
 
 
 def read_from(directory: Path, pos: Position) -> Iterator[tuple[Position, Entry]]:

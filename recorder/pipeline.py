@@ -110,8 +110,13 @@ class Pipeline:
         self.flush_seq = checkpoint.get("flush_seq", 0)
         self.committed = tuple(checkpoint.get("position", (0, 0)))
         self._restore(checkpoint)
-        for _pos, entry in jr.read_from(self.journal_dir, self.committed):
-            self._apply(entry)
+        frame, apply_frame = jr.Kind.FRAME, self._apply_frame
+        for _pos, (kind, ts, seq, feed, venue, conn_id, text) in jr.read_fields_from(self.journal_dir, self.committed):
+            if kind == frame:
+                apply_frame(feed, venue, conn_id, seq, ts, text)
+            else:
+                self._apply(jr.Entry(kind=jr.Kind(kind), ts_recv=ts, seq=seq, feed=feed, venue=venue,
+                                     conn_id=conn_id, text=text))
             self.replayed += 1
         if self.replayed:
             log.info("replayed %d journal entries beyond the last commit", self.replayed)

@@ -149,7 +149,7 @@ class Decoder:
         return {"seen": self.seen.items(), "settled": self.settled.items()}
 
     def restore(self, state: dict) -> None:
-        self.seen = Bounded(20_000, state.get("seen"))
+        self.seen = Bounded(20_000, [_tuples(k) for k in state.get("seen", [])])
         self.settled = Bounded(20_000, state.get("settled"))
 
     def decode(self, text: str, meta: FrameMeta) -> list[Record]:
@@ -169,12 +169,6 @@ class Decoder:
             raise UnknownMessage(f"unknown topic {name!r}")
         return handler(self, param, data, meta)
 
-    def _once(self, key: str) -> bool:
-        if key in self.seen:
-            return False
-        self.seen.add(key)
-        return True
-
     def _book(self, param: str, data, meta: FrameMeta) -> list[Record]:
         d = base.obj(data, "data")
         market = base.text(d.get("marketId", param), "data.marketId")
@@ -183,7 +177,7 @@ class Decoder:
         bids = self._levels(d.get("bids"), "data.bids")
         asks = self._levels(d.get("asks"), "data.asks")
         out: list[Record] = []
-        if self._once(f"book|{market}|{ts_us}|{bids!r}|{asks!r}"):
+        if self.seen.add_new(("book", market, ts_us, bids, asks)):
             out.append(Book(ts_event=ts_us, market=market, outcome="Yes", bids=bids, asks=asks,
                             best_bid=bids[0][0] if bids else None, best_ask=asks[0][0] if asks else None,
                             depth=len(bids) + len(asks), **meta.common()))
@@ -217,7 +211,7 @@ class Decoder:
         p = base.probability(d.get("percentage"), "data.percentage", scale=CHANCE_SCALE)
         ts = d.get("timestamp")
         ts_us = None if ts is None else ms_to_us(base.number(ts, "data.timestamp"))
-        if not self._once(f"{origin}|{param}|{ts_us}|{p!r}"):
+        if not self.seen.add_new((origin, param, ts_us, p)):
             return []
         return [Chance(ts_event=ts_us, market=param, outcome="Yes", probability=p, origin=origin, **meta.common())]
 
@@ -234,7 +228,7 @@ class Decoder:
         if ts is None and d.get("publishTime") is not None:
             ts = base.number(d["publishTime"], "data.publishTime") * 1000
         ts_us = None if ts is None else ms_to_us(base.number(ts, "data.timestamp"))
-        if not self._once(f"price|{param}|{ts_us}|{price!r}"):
+        if not self.seen.add_new(("price", param, ts_us, price)):
             return []
         return [Price(ts_event=ts_us, symbol=param, price=price, **meta.common())]
 
@@ -246,11 +240,16 @@ class Decoder:
         ts_us = None if ts is None else ms_to_us(base.number(ts, "data.timestamp"))
         details = d.get("details") if isinstance(d.get("details"), dict) else {}
         payload = base.compact(d)
-        if not self._once(f"wallet|{payload}"):
+        if not self.seen.add_new(("wallet", payload)):
             return []
         return [Account(ts_event=ts_us, stream="wallet", kind=kind, order_id=order_id,
                         market=base.opt_text(details.get("marketId"), "details.marketId"), status=None,
                         payload=payload, **meta.common())]
+
+
+def _tuples(value):
+    """JSON turned the tuple keys into lists: turn them back, all the way down."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 _HANDLERS = {

@@ -1,0 +1,120 @@
+"""`make bench`: every figure side by side with its reference, in one run. Prints a table and
+writes bench-out/results.json. Not part of `make test`.
+
+    python -m bench.run [--frames N] [--memory-frames N] [--query-scale S] [--skip-queries]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OUT = Path("bench-out")
+
+
+def start_sender(mix: str, frames: int) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-m", "bench.sender", "--mix", mix, "--frames", str(frames)],
+                            stdout=subprocess.PIPE, text=True)
+    port = int(proc.stdout.readline().split()[1])
+    return proc, port
+
+
+def client(mode: str, transport: str, mix: str, port: int, frames: int, storage: dict | None = None) -> dict:
+    args = [sys.executable, "-m", "bench.client", "--mode", mode, "--transport", transport, "--mix", mix,
+            "--url", f"ws://127.0.0.1:{port}/ws", "--frames", str(frames), "--storage", json.dumps(storage or {})]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def ingest(frames: int) -> dict:
+    results = {}
+    for mix in ("small", "book"):
+        sender, port = start_sender(mix, frames)
+        try:
+            for transport in ("websockets", "trio-websocket"):
+                for mode in ("bare", "recorder"):
+                    r = client(mode, transport, mix, port, frames)
+                    results[f"{mix}/{transport}/{mode}"] = r
+                    print(f"  ingest {mix:5} {transport:14} {mode:8} {r['rate']:>10,.0f} frames/s  "
+                          f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+        finally:
+            sender.kill()
+    return results
+
+
+def memory(frames: int) -> dict:
+    results = {}
+    sender, port = start_sender("small", frames)
+    try:
+        for transport in ("websockets", "trio-websocket"):
+            r = client("recorder", transport, "small", port, frames)
+            results[transport] = r
+            print(f"  memory {frames:,} frames on {transport}: peak RSS {r['peak_rss_mb']:.0f} MB, "
+                  f"durable p50/p99 {r['durable_ms_p50']}/{r['durable_ms_p99']} ms, "
+                  f"visible p50/p99 {r['visible_ms_p50']}/{r['visible_ms_p99']} ms", flush=True)
+    finally:
+        sender.kill()
+    return results
+
+
+def ratios(ing: dict) -> dict:
+    out = {}
+    for mix in ("small", "book"):
+        g = lambda k: ing[f"{mix}/{k}"]["rate"]  # noqa: E731
+        out[mix] = {
+            "recorder/bare, websockets": g("websockets/recorder") / g("websockets/bare"),
+            "recorder/bare, trio-websocket": g("trio-websocket/recorder") / g("trio-websocket/bare"),
+            "recorder on websockets / bare trio-websocket": g("websockets/recorder") / g("trio-websocket/bare"),
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=300_000, help="frames per ingest run")
+    ap.add_argument("--memory-frames", type=int, default=1_000_000)
+    ap.add_argument("--query-scale", type=float, default=1.0, help="1.0 = 10M chance rows")
+    ap.add_argument("--skip-queries", action="store_true")
+    a = ap.parse_args()
+    OUT.mkdir(exist_ok=True)
+    results: dict = {"machine": {"python": platform.python_version(), "cpu_count": __import__("os").cpu_count(),
+                                 "platform": platform.platform()},
+                     "command": " ".join(["python -m bench.run"] + sys.argv[1:]), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    print("ingest (one core for the sender, one for the client):", flush=True)
+    results["ingest"] = ingest(a.frames)
+    results["ingest_ratios"] = ratios(results["ingest"])
+    for mix, rs in results["ingest_ratios"].items():
+        for k, v in rs.items():
+            print(f"  {mix:5} {k:46} {v:5.2f}")
+    print("memory and latency (default flush policy):", flush=True)
+    results["memory"] = memory(a.memory_frames)
+    print("recovery:", flush=True)
+    from bench import recovery
+
+    results["recovery"] = recovery.run(OUT / "recovery")
+    print(f"  replayed {results['recovery']['frames']:,} frames at {results['recovery']['replay_rate']:,.0f} frames/s",
+          flush=True)
+    if not a.skip_queries:
+        print("queries (building the dataset takes a while):", flush=True)
+        from bench import queries
+
+        q = queries.run(OUT / "queries", scale=a.query_scale)
+        results["queries"] = q
+        for k in q["query_seconds_ideal"]:
+            print(f"  {k:52} compacted {q['query_seconds_compacted'][k] * 1000:8.1f} ms  ideal "
+                  f"{q['query_seconds_ideal'][k] * 1000:8.1f} ms  ratio {q['query_ratio_compacted_to_ideal'][k]:.2f}")
+        for t, b in q["bytes_per_row_compacted"].items():
+            print(f"  storage {t:8} {b:6.2f} bytes/row compacted, {q['bytes_per_row_ideal'][t]:6.2f} ideal")
+    (OUT / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"wrote {OUT / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
