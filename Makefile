@@ -22,7 +22,8 @@ test: $(STAMP)
 
 soak: $(STAMP)
 	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q tests/test_fuzz.py --timeout=3600
-	$(BIN)/python -m pytest -q -s -m slow --timeout=3600
+	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q -s -m "slow or not slow" tests/test_reliability.py tests/test_crash.py --timeout=3600
+	cd tests && ../$(BIN)/python reliability_report.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

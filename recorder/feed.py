@@ -148,17 +148,35 @@ class Feed:
         slack = stale * 0.05  # moving a deadline costs: move it only when it has slid this far
         ingest, redact, name, venue, now_ns = self.pipeline.ingest_frame, self.redact, self.cfg.name, self.cfg.venue, self._now_ns
         current_time = trio.current_time
+        # Per-subscription staleness: heartbeats keep a connection alive but are not data. Each
+        # subscription the venue must keep feeding has its own last-data time, checked inline.
+        expected = protocol.expected_keys()
+        last_data = dict.fromkeys(expected, current_time())
+        data_key = protocol.data_key
+        next_check = current_time() + stale / 4
         seq = 0
         with trio.move_on_after(stale) as watchdog:
             while True:
                 text = await conn.receive()
                 ts = now_ns() // 1000
-                due = current_time() + stale
-                if due - watchdog.deadline > slack:
-                    watchdog.deadline = due
+                now = current_time()
+                if now + stale - watchdog.deadline > slack:
+                    watchdog.deadline = now + stale
                 seq += 1
                 text = redact(text)
                 ingest(name, venue, conn_id, seq, ts, text)
+                if expected:
+                    key = data_key(text)
+                    if key in last_data:
+                        last_data[key] = now
+                    if now >= next_check:
+                        next_check = now + stale / 4
+                        quiet = [k for k, t in last_data.items() if now - t > stale]
+                        if quiet:
+                            result.reason = f"stale: no data for {redact(quiet[0])} for {stale:g} s"
+                            log.warning("feed %s: %s; reconnecting", name, result.reason)
+                            await conn.aclose(1000, "stale")
+                            return
                 control = protocol.on_frame(text)
                 if control.send:
                     for reply in control.send:

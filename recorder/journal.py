@@ -25,7 +25,6 @@ from typing import Iterator
 
 import attrs
 
-from .errors import JournalError
 from .fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -197,6 +196,7 @@ class Journal:
         self._queue: collections.deque[tuple[int, bytes, Position]] = collections.deque()
         self._file = None
         self._file_number = 0
+        self._good: Position = (0, 0)  # (segment, size) known fsynced
         self._sync_lock = threading.Lock()
         self.durable: Position = (self._number, 0)
         self.queued_bytes = 0
@@ -233,41 +233,69 @@ class Journal:
         return end
 
     def sync(self) -> Position:
-        """Write and fsync everything appended so far (call from a worker thread)."""
+        """Write and fsync everything appended so far (call from a worker thread).
+
+        On a disk error (ENOSPC, EIO) nothing is lost: the bytes a partial write left are cut off,
+        the entries not yet fsynced go back to the front of the queue, in order, and the error is
+        raised; the next call writes them again."""
         with self._sync_lock:
-            chunks: list[bytes] = []
-            end = None
+            items = []
             while self._queue:
-                number, data, end = self._queue.popleft()
-                if number != self._file_number:
-                    self._write(chunks)
-                    chunks = []
-                    self._switch(number)
-                chunks.append(data)
-            self._write(chunks)
-            if self._file is not None:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            if end is not None and end > self.durable:
-                self.durable = end
+                items.append(self._queue.popleft())
+            done = 0  # items[:done] are durable
+            try:
+                start = 0
+                for i, (number, _data, _end) in enumerate(items):
+                    if number != self._file_number:
+                        self._write(items[start:i])
+                        if self._file is not None:
+                            self._fsync()
+                            done = i
+                        self._switch(number)
+                        start = i
+                self._write(items[start:])
+                if self._file is not None:
+                    self._fsync()
+                done = len(items)
+            except OSError:
+                self._restore(items[done:])
+                raise
+            if items and items[-1][2] > self.durable:
+                self.durable = items[-1][2]
             return self.durable
 
-    def _write(self, chunks: list[bytes]) -> None:
-        if chunks:
-            data = b"".join(chunks)
+    def _write(self, items: list) -> None:
+        if items:
+            data = b"".join(d for _, d, _ in items)
             self._file.write(data)
+            self._file.flush()
             self.queued_bytes -= len(data)
+
+    def _fsync(self) -> None:
+        os.fsync(self._file.fileno())
+        self._good = (self._file_number, self._file.tell())
+
+    def _restore(self, items: list) -> None:
+        """After a failed write: cut the current segment back to its last fsynced size, requeue."""
+        for item in reversed(items):
+            self._queue.appendleft(item)
+        self.queued_bytes = sum(len(d) for _, d, _ in self._queue)
+        if self._file is not None:
+            good = self._good[1] if self._good[0] == self._file_number else 0
+            try:
+                self._file.close()
+            except OSError:
+                pass  # close() flushes: the buffer may fail again on a full disk; the bytes are requeued
+            with open(segment_path(self.directory, self._file_number), "r+b") as f:
+                f.truncate(good)
+            self._file = open(segment_path(self.directory, self._file_number), "ab", buffering=0)
 
     def _switch(self, number: int) -> None:
         if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
             self._file.close()
-        try:
-            self._file = open(segment_path(self.directory, number), "ab")
-        except OSError as exc:
-            raise JournalError(f"cannot open journal segment in {self.directory}: {exc}") from exc
+        self._file = open(segment_path(self.directory, number), "ab", buffering=0)  # OSError: caller retries
         self._file_number = number
+        self._good = (number, self._file.tell())
         fsync_dir(self.directory)
 
     def remove_before(self, pos: Position) -> int:

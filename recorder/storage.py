@@ -53,7 +53,7 @@ async def run_group_commit(pipeline: Pipeline, policy: FlushPolicy) -> None:
     journal = pipeline.journal
     while True:
         await trio.sleep(policy.retry_interval if episode.failing else policy.commit_interval)
-        if journal.position > journal.durable:
+        if journal.position > journal.durable or episode.failing:
             try:
                 await trio.to_thread.run_sync(journal.sync)
                 episode.succeeded()

@@ -39,7 +39,7 @@ async def record(root: Path, seconds: float, *, settings: SimSettings = FAST, na
             await trio.sleep(seconds)
             if quiesce:
                 for sim in fleet.all:
-                    sim.stall(1000)
+                    sim.quiesce()
                 await trio.sleep(0.5)
             stop.set()
         sims.cancel_scope.cancel()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from figures import report
 from recorder import layout
 from recorder.dataset import Dataset
 
@@ -65,7 +66,8 @@ def check_dataset(root: Path, durable: dict[int, int]) -> dict:
         assert len(got) >= want, f"run {run}: {want} frames were fsynced but only {len(got)} recorded"
     assert chance == len(raw), "decoded rows do not match raw frames one to one"
     assert all(s["n"] == 1 for s in sessions)
-    return {"frames": len(raw), "runs": len(durable)}
+    return {"frames_recorded": len(raw), "crashes_survived": len(durable), "fsynced_frames": sum(durable.values()),
+            "lost": 0, "duplicated": 0}
 
 
 def crash_cycle(root: Path, kills: int, seed: int) -> dict:
@@ -82,11 +84,12 @@ def crash_cycle(root: Path, kills: int, seed: int) -> dict:
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
     """Six SIGKILLs at random points of a busy writer, then a clean restart: the dataset is exact."""
     figures = crash_cycle(tmp_path, kills=6, seed=7)
-    assert figures["frames"] > 1000
+    report("crash_quick", **figures)
+    assert figures["frames_recorded"] > 1000
 
 
 @pytest.mark.slow
 def test_kill_9_soak(tmp_path):
     """The same, forty times over (make soak)."""
     figures = crash_cycle(tmp_path, kills=40, seed=11)
-    print(f"crash soak: {figures}")
+    report("crash_soak", **figures)

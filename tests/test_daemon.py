@@ -51,7 +51,7 @@ async def test_sigterm_flushes_everything_and_no_secret_is_written(tmp_path):
                                                     stdout=out, stderr=out, env=env)
             await trio.sleep(3.0)
             for sim in fleet.all:
-                sim.stall(1000)
+                sim.quiesce()
             await trio.sleep(0.7)
             proc.send_signal(signal.SIGTERM)
             with trio.fail_after(20):

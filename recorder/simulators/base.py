@@ -155,8 +155,13 @@ class Simulator:
                 await stream.aclose()
 
     def stall(self, seconds: float) -> None:
+        """A fault: keep the sockets open and send nothing for `seconds`."""
         self.faults_injected.append("stall")
         self._stalled_until = trio.current_time() + seconds
+
+    def quiesce(self) -> None:
+        """Stop pushing for good (not a fault): lets a test stop the recorder with nothing in flight."""
+        self._stalled_until = float("inf")
 
     def bad_frame(self, kind: str) -> str:
         good = self.sample_frame()

@@ -31,6 +31,12 @@ class PredictfunSimulator(Simulator):
         self._ids = itertools.count(198198432)
         self.settlements: dict[str, dict] = {}
         self.heartbeats_missed = 0
+        self.silenced: set[str] = set()
+
+    def silence(self, topic: str) -> None:
+        """Stop pushing one topic (heartbeats and other topics go on): a stale-but-open subscription."""
+        self.faults_injected.append("silence")
+        self.silenced.add(topic)
 
     def ws_url(self) -> str:
         return self.url("main", "/ws")
@@ -99,9 +105,10 @@ class PredictfunSimulator(Simulator):
             await self.send(conn, {"type": "M", "topic": "heartbeat", "data": conn.sent_heartbeat})
 
     async def _push(self, conn: SimConn) -> None:
-        if not conn.subscriptions:
+        live = sorted(conn.subscriptions - self.silenced)
+        if not live:
             return
-        topic = self.rng.choice(sorted(conn.subscriptions))
+        topic = self.rng.choice(live)
         name, _, param = topic.partition("/")
         now_ms = int(time.time() * 1000)
         if name == "predictOrderbook":

@@ -83,6 +83,13 @@ class Protocol:
     def on_open(self, now: float) -> tuple[list[str], bool]:
         return [], True
 
+    def expected_keys(self) -> set[str]:
+        return set()  # one stream per connection: the connection's own staleness deadline covers it
+
+    @staticmethod
+    def data_key(text: str) -> str | None:
+        return None
+
     def on_frame(self, text: str) -> Control:
         return NOTHING
 

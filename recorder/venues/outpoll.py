@@ -171,6 +171,20 @@ class Protocol:
             return [json.dumps({"t": "SUBSCRIBE", "e": e, "o": o}) for e, o in s.activity_subs], False
         return [], True  # last_trades: connect and read
 
+    def expected_keys(self) -> set[str]:
+        """Events whose book or chance stream must keep sending (trades and account events may be rare)."""
+        if self.spec.stream == "order_book":
+            return set(self.spec.events)
+        if self.spec.stream == "chance":
+            return {e for e, _ in self.spec.chance_subs}
+        return set()
+
+    @staticmethod
+    def data_key(text: str) -> str | None:
+        """The event id of a message (PING and success replies carry none)."""
+        i = text.find('"e":"')
+        return None if i < 0 else text[i + 5 : text.find('"', i + 5)]
+
     def on_frame(self, text: str) -> Control:
         if self.subscribed and "rror" not in text[:64]:
             return NOTHING

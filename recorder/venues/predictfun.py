@@ -101,6 +101,19 @@ class Protocol:
             frames.append(json.dumps({"method": "subscribe", "requestId": i, "params": [wire]}))
         return frames, False
 
+    def expected_keys(self) -> set[str]:
+        """Topics that must keep pushing data (wallet events may be rare: not watched)."""
+        return {t for t in self.spec.topics if t != WALLET}
+
+    @staticmethod
+    def data_key(text: str) -> str | None:
+        """The topic of a data push (None for heartbeats, system notices and responses)."""
+        i = text.find('"topic":"')
+        if i < 0:
+            return None
+        topic = text[i + 9 : text.find('"', i + 9)]
+        return None if topic in ("heartbeat", "system") else topic
+
     def on_frame(self, text: str) -> Control:
         head = text[:48]
         if '"M"' in head and '"heartbeat"' not in text[:80] and '"system"' not in text[:80]:
