@@ -72,9 +72,10 @@ def cmd_simulate(args) -> int:
             fleet = await start_fleet(nursery, SimSettings(interval=args.interval, fault_every=args.fault_every))
             for name, url in fleet.urls().items():
                 print(f"{name:24} {url}", flush=True)
-            print("credentials (export these for a recorder config):", flush=True)
-            for key in SIM_ENV:
-                print(f"  export {key}=<see recorder/simulators>", flush=True)
+            print("The simulators' own test credentials (not real ones), for a recorder config on loopback:",
+                  flush=True)
+            for key, value in SIM_ENV.items():
+                print(f"  export {key}={value}", flush=True)
             if args.seconds:
                 await trio.sleep(args.seconds)
                 nursery.cancel_scope.cancel()

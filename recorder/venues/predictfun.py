@@ -13,6 +13,7 @@ the old one until it closes. Both connections feed one decoder, which drops the 
 from __future__ import annotations
 
 import json
+import math
 
 import attrs
 
@@ -29,6 +30,7 @@ WALLET = "predictWalletEvents"
 TOPICS = ("predictOrderbook", "polymarketChance", "kalshiChance", "assetPriceUpdate", WALLET)
 CHANCE_SCALE = 100  # ASSUMED: percentage on a 0..100 scale
 REDACTED = "***"
+_NUMBERS = (int, float)  # exact types: bool is not a number here
 OPTIONS = {
     "topics": Opt(type=list, item=str, required=True),
     "api_key_env": Opt(type=str),
@@ -211,6 +213,11 @@ class Decoder:
     def _levels(value, what: str) -> tuple[tuple[float, float], ...]:
         if value is None:
             return ()
+        if type(value) is list:  # fast path: well-formed [[price, shares], ...] of plain numbers
+            fast = tuple((float(lv[0]), float(lv[1])) for lv in value
+                         if type(lv) is list and len(lv) >= 2 and type(lv[0]) in _NUMBERS and type(lv[1]) in _NUMBERS)
+            if len(fast) == len(value) and math.isfinite(sum(p + q for p, q in fast)):
+                return fast
         levels = []
         for i, level in enumerate(base.lst(value, what)):
             pair = base.lst(level, f"{what}[{i}]")
