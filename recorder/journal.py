@@ -96,15 +96,8 @@ def segments(directory: Path) -> list[int]:
 _FIXED_LEN0 = struct.Struct("<BqqH")  # kind, ts_recv, seq, length of feed
 
 
-def read_segment(path: Path, start: int = 0) -> Iterator[tuple[int, Entry]]:
-    """Yield (offset after entry, entry) from `start`; cut a torn or corrupt tail with a warning."""
-    for off, fields in read_segment_fields(path, start):
-        yield off, Entry(kind=Kind(fields[0]), ts_recv=fields[1], seq=fields[2], feed=fields[3], venue=fields[4],
-                         conn_id=fields[5], text=fields[6])
-
-
 def read_segment_fields(path: Path, start: int = 0) -> Iterator[tuple[int, tuple]]:
-    """As read_segment, with plain tuples (kind, ts_recv, seq, feed, venue, conn_id, text): replay's fast path."""
+    """Entries of one segment from `start`, as plain tuples (kind, ts_recv, seq, feed, venue, conn_id, text): replay's fast path."""
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read()
@@ -170,12 +163,8 @@ def read_fields_from(directory: Path, pos: Position) -> Iterator[tuple[Position,
 
 def read_from(directory: Path, pos: Position) -> Iterator[tuple[Position, Entry]]:
     """Every entry after `pos`, across segments, with the position after each."""
-    for number in segments(directory):
-        if number < pos[0]:
-            continue
-        start = pos[1] if number == pos[0] else 0
-        for off, entry in read_segment(segment_path(directory, number), start):
-            yield (number, off), entry
+    for position, f in read_fields_from(directory, pos):
+        yield position, Entry(kind=Kind(f[0]), ts_recv=f[1], seq=f[2], feed=f[3], venue=f[4], conn_id=f[5], text=f[6])
 
 
 class Journal:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import timeutil
-from .fsutil import TMP_SUFFIX, fsync_dir, write_atomic  # noqa: F401  (re-exported)
+from .fsutil import TMP_SUFFIX
 
 COMPRESSION = "zstd"
 

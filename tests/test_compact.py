@@ -4,7 +4,6 @@ writers and under kill -9."""
 from __future__ import annotations
 
 import collections
-import os
 import random
 import signal
 import subprocess

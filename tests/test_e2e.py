@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from conftest import trio_test
-from e2e import FAST, raw_counter, record, sent_counter
+from e2e import raw_counter, record, sent_counter
 from recorder.dataset import Dataset
 from recorder.simulators.base import SimSettings
 

@@ -4,7 +4,6 @@ venue, and a fuzzed config loader. Each scenario prints its figure (make soak co
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import subprocess
@@ -18,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import trio_test
-from e2e import FAST, raw_counter, record, sent_counter
+from e2e import raw_counter, record, sent_counter
 from recorder import config as cfgmod
-from recorder import fsutil, layout
+from recorder import layout
 from recorder.dataset import Dataset
 from recorder.errors import ConfigError
 from recorder.simulators.base import SimSettings
@@ -144,7 +143,6 @@ async def chaos(tmp_path, seconds: float, faults: tuple[str, ...], fault_every: 
     oversized = sum(n for t, n in sent.items() if len(t) > 64 * 1024)
     with Dataset.open(tmp_path / "data") as ds:
         sessions = ds.sql("SELECT feed, count(*) AS n FROM sessions GROUP BY ALL").to_pylist()
-        gaps = ds.sql("SELECT count(*) AS n FROM (SELECT 1)").to_pylist()
         coverage_gaps = [g for g in ds.query("coverage").to_pylist() if g["state"] == "gap"]
         last = ds.sql("""SELECT feed, arg_max(close_reason, closed) AS reason FROM sessions GROUP BY ALL""").to_pylist()
         rejects = ds.sql("SELECT count(*) AS n FROM rejects").to_pylist()[0]["n"]

@@ -183,6 +183,15 @@ class Control:
 NOTHING = Control()
 
 
+def control_message(text: str) -> dict | None:
+    """A frame as a JSON object for the control side, or None (the decoder reports bad frames)."""
+    try:
+        msg = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return msg if isinstance(msg, dict) else None
+
+
 def compact(value: Any) -> str:
     """JSON text of a value, compact and stable (for payload columns and dedupe keys)."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True)

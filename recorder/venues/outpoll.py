@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from ..config import Opt, Secret
-from ..errors import ConfigError, DecodeError
+from ..errors import ConfigError
 from ..records import Account, Book, Chance, Record, Trade
 from ..timeutil import seconds_to_us
 from . import base
@@ -188,11 +188,8 @@ class Protocol:
     def on_frame(self, text: str) -> Control:
         if self.subscribed and "rror" not in text[:64]:
             return NOTHING
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            return NOTHING
-        if not isinstance(msg, dict):
+        msg = base.control_message(text)
+        if msg is None:
             return NOTHING
         kind = str(msg.get("t", "")).lower()
         if kind == "error" or msg.get("r"):

@@ -120,11 +120,8 @@ class Protocol:
         head = text[:48]
         if '"M"' in head and '"heartbeat"' not in text[:80] and '"system"' not in text[:80]:
             return NOTHING  # a data push: the fast path
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            return NOTHING
-        if not isinstance(msg, dict):
+        msg = base.control_message(text)
+        if msg is None:
             return NOTHING
         if msg.get("type") == "M":
             topic = msg.get("topic")
