@@ -19,6 +19,9 @@ SCENARIOS = [
     ("crash_soak", "kill -9 of a busy writer at random moments, 40 times, restarted each time",
      "make soak (tests/test_crash.py::test_kill_9_soak)"),
     ("crash_quick", "kill -9 of a busy writer, 6 times", "pytest tests/test_crash.py"),
+    ("kill_9_daemon", "kill -9 of `recorder run` with all 12 feeds live, 3 times, restarted each time (losses: "
+     "frames received in the last 200 ms group-commit interval before each kill, not yet fsynced)",
+     "pytest tests/test_reliability.py::test_kill_9_of_the_daemon_at_random_moments"),
     ("disk_full", "Disk full for 2.5 s (real 24 MB tmpfs filled), then space returns",
      "pytest tests/test_reliability.py::test_disk_full_keeps_connections_and_loses_nothing"),
     ("slow_disk", "Every fsync takes 0.5 s; heartbeats and pings every 0.2 s",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
 from typing import Awaitable, Callable
 
 import attrs
@@ -38,6 +39,7 @@ class SimConn:
     received: list = attrs.field(factory=list)
     sent_heartbeat: object = None
     received_heartbeat: object = None
+    dropped: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -67,6 +69,7 @@ class Simulator:
         self.received: list[tuple[int, str]] = []  # (connection number, text) of every frame received
         self.reject_auth = False
         self._stalled_until = 0.0
+        self._quiesced = False
         self._count = 0
         self.faults_injected: list[str] = []
 
@@ -123,6 +126,9 @@ class Simulator:
         return trio.current_time() < self._stalled_until
 
     async def send(self, conn: SimConn, message: dict | str) -> None:
+        if conn.dropped:  # the connection was dropped: send nothing more, wait for the client to go
+            while True:
+                await conn.ws.get_message()  # raises ConnectionClosed when the client closes
         text = message if isinstance(message, str) else json.dumps(message, separators=(",", ":"))
         await conn.ws.send_message(text)
         conn.frames_sent += 1
@@ -147,12 +153,18 @@ class Simulator:
 
     # --- faults -----------------------------------------------------------------------------
     async def drop(self) -> None:
-        """Close every connection abruptly, with no close frame."""
+        """Drop every connection as a dying server does: no WebSocket close frame (the client sees
+        1006), but a TCP FIN after what was already sent, so a frame logged as sent is delivered.
+        (Closing the socket outright would send RST, which can discard delivered-but-unread frames.)"""
         self.faults_injected.append("drop")
         for conn in list(self.connections):
-            stream = getattr(conn.ws, "_stream", None)
-            if stream is not None:
-                await stream.aclose()
+            sock = getattr(getattr(conn.ws, "_stream", None), "socket", None)
+            if sock is not None and not conn.dropped:
+                conn.dropped = True
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
 
     def stall(self, seconds: float) -> None:
         """A fault: keep the sockets open and send nothing for `seconds`."""
@@ -160,8 +172,10 @@ class Simulator:
         self._stalled_until = trio.current_time() + seconds
 
     def quiesce(self) -> None:
-        """Stop pushing for good (not a fault): lets a test stop the recorder with nothing in flight."""
+        """Stop pushing and injecting faults for good (not a fault itself): lets a test stop the
+        recorder with nothing in flight."""
         self._stalled_until = float("inf")
+        self._quiesced = True
 
     def bad_frame(self, kind: str) -> str:
         good = self.sample_frame()
@@ -190,6 +204,8 @@ class Simulator:
     async def _chaos(self) -> None:
         while True:
             await trio.sleep(self.settings.fault_every * (0.5 + self.rng.random()))
+            if self._quiesced:
+                return
             fault = self.rng.choice(self.settings.faults)
             log.info("%s simulator: injecting %s", self.name, fault)
             if fault == "drop":
