@@ -89,6 +89,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_kill_9_soak(tmp_path):
     """The same, forty times over (make soak)."""
     figures = crash_cycle(tmp_path, kills=40, seed=11)

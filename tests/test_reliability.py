@@ -175,6 +175,7 @@ async def test_chaos_quick(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1000)
 @trio_test(timeout=900)
 async def test_chaos_soak(tmp_path):
     """Five minutes of every fault (drops, stalls, malformed, truncated, oversized) on every venue."""
