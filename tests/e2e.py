@@ -26,16 +26,17 @@ def make_config(fleet: Fleet, root: Path, *, names=None, transport="websockets",
 
 async def record(root: Path, seconds: float, *, settings: SimSettings = FAST, names=None, transport="websockets",
                  during: Callable[[Fleet], Awaitable[None]] | None = None, quiesce: bool = True, **overrides) -> Fleet:
-    """Run the fleet and the recorder; `during(fleet)` runs alongside. With `quiesce`, the simulators
+    """Run the fleet and the recorder; `during(fleet)` (or `during(fleet, pipeline)`) runs alongside. With `quiesce`, the simulators
     stop pushing before the recorder stops, so every frame sent was received."""
     async with trio.open_nursery() as sims:
         fleet = await start_fleet(sims, settings)
         cfg = make_config(fleet, root, names=names, transport=transport, **overrides)
         stop = trio.Event()
         async with trio.open_nursery() as rec:
-            await rec.start(lambda task_status: run_recorder(cfg, stop=stop, task_status=task_status))
+            pipeline = await rec.start(lambda task_status: run_recorder(cfg, stop=stop, task_status=task_status))
             if during is not None:
-                rec.start_soon(during, fleet)
+                wants_pipeline = during.__code__.co_argcount >= 2
+                rec.start_soon(*((during, fleet, pipeline) if wants_pipeline else (during, fleet)))
             await trio.sleep(seconds)
             if quiesce:
                 for sim in fleet.all:

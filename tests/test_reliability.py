@@ -102,13 +102,33 @@ async def test_slow_disk_never_blocks_the_read_loop(tmp_path, monkeypatch):
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", slow_fsync)
+    peak = {"journal_backlog_kb": 0, "buffered_rows": 0, "rss_mb": 0}
+
+    async def measure(fleet, pipeline):
+        while pipeline.journal is not None:  # until the recorder has closed
+            await trio.sleep(0.02)
+            if pipeline.journal is None:
+                return
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+            for key, value in (("journal_backlog_kb", pipeline.journal.queued_bytes / 1024),
+                               ("buffered_rows", pipeline.buffers.rows), ("rss_mb", rss)):
+                peak[key] = max(peak[key], round(value))
+
     settings_ = SimSettings(interval=0.01, heartbeat_interval=0.2, ping_interval=0.2, read_deadline=0.4)
-    fleet = await record(tmp_path, 4.0, settings=settings_, names={"pf-main", "it-btc", "it-trades", "op-book"})
+    fleet = await record(tmp_path, 4.0, settings=settings_, names={"pf-main", "it-btc", "it-trades", "op-book"},
+                         during=measure)
+    rate = sum(sent_counter(fleet).values()) / 4.0
     with Dataset.open(tmp_path / "data") as ds:
         sessions = ds.sql("SELECT count(*) AS n FROM sessions").to_pylist()[0]["n"]
+    # The stated bound: the journal holds in memory what arrives while it waits for the disk: at most
+    # two fsyncs (its own, and a Parquet commit's journal sync it may queue behind) plus one group-commit
+    # interval. Here: rate x (2 x 0.5 + 0.05) s x 1 KB (every frame here is under 1 KB).
+    bound_kb = rate * 1.05 * 1.0
     report("slow_disk", fsync_seconds=0.5, fsyncs=slow["calls"], frames_sent=sum(sent_counter(fleet).values()),
            heartbeats_missed=fleet.predictfun.heartbeats_missed, pings_unanswered=fleet.intots.pings_unanswered,
-           sessions=sessions)
+           sessions=sessions, journal_backlog_bound_kb=round(bound_kb), **peak)
+    assert peak["journal_backlog_kb"] <= bound_kb, peak
     assert slow["calls"] >= 6
     assert fleet.predictfun.heartbeats_missed == 0 and fleet.intots.pings_unanswered == 0
     assert sessions == 4
