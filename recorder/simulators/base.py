@@ -126,6 +126,8 @@ class Simulator:
         return trio.current_time() < self._stalled_until
 
     async def send(self, conn: SimConn, message: dict | str) -> None:
+        if self._quiesced:  # nothing more leaves a quiesced simulator: pushes, pings, heartbeats alike
+            return
         if conn.dropped:  # the connection was dropped: send nothing more, wait for the client to go
             while True:
                 await conn.ws.get_message()  # raises ConnectionClosed when the client closes

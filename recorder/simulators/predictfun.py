@@ -94,6 +94,8 @@ class PredictfunSimulator(Simulator):
         conn.received_heartbeat = None
         while True:
             await trio.sleep(self.settings.heartbeat_interval)
+            if self._quiesced:
+                continue  # sending no heartbeats, so expecting no echo
             sent = getattr(conn, "sent_heartbeat", None)
             if sent is not None and conn.received_heartbeat != sent:
                 self.heartbeats_missed += 1
