@@ -54,8 +54,8 @@ def summarize(root: Path, *, say=print) -> None:
             SELECT 'rejects', venue, count(*) FROM rejects GROUP BY ALL
             ORDER BY 1, 2"""), "table"))
         samples = [
-            ("recorder query chance_history --param market=evt-1 --param interval=5s", "chance_history",
-             {"market": "evt-1", "interval": "5s"}),
+            ("recorder query chance_history --param market=evt-1 --param interval=1m", "chance_history",
+             {"market": "evt-1", "interval": "1m"}),
             ("recorder query trades --param market=mkt_001 --param limit=5", "trades", {"market": "mkt_001", "limit": "5"}),
             ("recorder query book_at --param market=123", "book_at", {"market": "123"}),
             ("recorder query coverage --param feed=op-book", "coverage", {"feed": "op-book"}),
