@@ -19,7 +19,7 @@ import trio
 
 from recorder import config as cfgmod
 from recorder.errors import ConnectionClosed
-from recorder.supervisor import run_recorder
+from recorder.supervisor import run_recorder, tune_process
 from recorder.transport import open_connection
 
 
@@ -108,6 +108,7 @@ def main() -> None:
         result = trio.run(bare, a.url, a.transport, a.frames)
     else:
         root = Path(a.root) if a.root else Path(tempfile.mkdtemp(prefix="bench-")) / "data"
+        tune_process()  # as `recorder run` does
         result = trio.run(recorder, a.url, a.transport, a.mix, a.frames, root, json.loads(a.storage))
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result), flush=True)

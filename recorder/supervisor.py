@@ -47,6 +47,12 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 20, 50)
 
 
+def tune_process() -> None:
+    """Process-wide settings for the daemon (not for a library caller): malloc and GC."""
+    tune_malloc()
+    tune_gc()
+
+
 def make_pipeline(config: Config) -> Pipeline:
     feeds = {f.name: f for f in config.feeds}
 
@@ -95,9 +101,7 @@ async def run_compaction(config: Config) -> None:
 async def run_recorder(config: Config, *, stop: trio.Event | None = None,
                        task_status=trio.TASK_STATUS_IGNORED) -> Pipeline:
     """Record every configured feed until `stop` is set (or the task is cancelled)."""
-    tune_malloc()
     pipeline = await trio.to_thread.run_sync(make_pipeline(config).open)
-    tune_gc()
     log.info("recording %d feeds into %s (journal %s)", len(config.feeds), config.storage.root,
              config.storage.journal)
     try:
@@ -124,6 +128,7 @@ async def run_recorder(config: Config, *, stop: trio.Event | None = None,
 
 async def run_until_signal(config: Config) -> None:
     """`recorder run`: record until SIGINT or SIGTERM, then flush and return."""
+    tune_process()
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
