@@ -73,18 +73,6 @@ def encode(e: Entry) -> bytes:
     return encode_parts(e.kind, e.ts_recv, e.seq, names_prefix(e.feed, e.venue, e.conn_id), e.text)
 
 
-def decode_body(body: bytes) -> Entry:
-    kind, ts, seq = _FIXED.unpack_from(body, 0)
-    off = _FIXED.size
-    strs = []
-    for _ in range(3):
-        (n,) = _LEN.unpack_from(body, off)
-        off += _LEN.size
-        strs.append(body[off : off + n].decode())
-        off += n
-    return Entry(kind=Kind(kind), ts_recv=ts, seq=seq, feed=strs[0], venue=strs[1], conn_id=strs[2], text=body[off:].decode())
-
-
 def segment_path(directory: Path, number: int) -> Path:
     return directory / f"{number:010d}{SUFFIX}"
 

@@ -9,8 +9,6 @@ _EPOCH_DATE = dt.date(1970, 1, 1)
 US_PER_DAY = 86_400_000_000
 
 
-def ns_to_us(ns: int) -> int:
-    return ns // 1000
 
 
 def seconds_to_us(value: float) -> int:
@@ -34,13 +32,8 @@ def us_to_datetime(us: int) -> dt.datetime:
     return dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(microseconds=us)
 
 
-def us_to_iso(us: int) -> str:
-    return us_to_datetime(us).isoformat().replace("+00:00", "Z")
 
 
-def day_of(us: int) -> int:
-    """Days since the epoch of a microsecond timestamp (UTC)."""
-    return us // US_PER_DAY
 
 
 def day_name(day: int) -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import operator
 from pathlib import Path
-from typing import Iterable
-
 import attrs
 import pyarrow as pa
 
@@ -68,10 +66,6 @@ class Buffers:
         if len(rows) >= self._batch_rows:
             part.batches.append(self._to_batch(table, rows))
             part.rows = []
-
-    def add_all(self, records: Iterable[Record]) -> None:
-        for r in records:
-            self.add(r)
 
     def _to_batch(self, table: str, rows: list) -> pa.RecordBatch:
         sch = self._schemas[table]
