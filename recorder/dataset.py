@@ -11,6 +11,7 @@ files yet is an empty view with the right columns, so queries never fail on a qu
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,8 @@ class Dataset:
             self.con.execute(view_sql(self.root, table))
 
     def sql(self, text: str, params: dict[str, Any] | None = None) -> pa.Table:
-        for attempt in range(3):
+        attempts = 20
+        for attempt in range(attempts):
             try:
                 relation = self.con.sql(text, params=params or None)
                 if relation is None:  # a statement with no result (CREATE, SET ...)
@@ -75,8 +77,11 @@ class Dataset:
             except duckdb.IOException as exc:
                 # A compaction swapped a partition between DuckDB listing its files and opening
                 # them: the listing is stale, not the data. Re-list and run again.
-                if attempt == 2 or "No such file" not in str(exc) and "No files found" not in str(exc):
+                # While a compaction swaps partition after partition, consecutive attempts can each
+                # meet a different swap: retry with a short, growing pause.
+                if attempt == attempts - 1 or "No such file" not in str(exc) and "No files found" not in str(exc):
                     raise QueryError(f"SQL failed: {str(exc).splitlines()[0]}") from None
+                time.sleep(0.005 * (attempt + 1))
                 self.refresh()
             except duckdb.Error as exc:
                 raise QueryError(f"SQL failed: {str(exc).splitlines()[0]}") from None

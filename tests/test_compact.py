@@ -59,12 +59,15 @@ def test_readers_never_see_a_row_twice_or_miss_one(tmp_path):
     """A reader querying in a loop while every partition is compacted always counts exactly n rows."""
     p, n = build(tmp_path, files=20, per_file=300, days=4)
     p.close()
-    counts, stop = [], threading.Event()
+    counts, errors, stop = [], [], threading.Event()
 
     def reader():
-        with Dataset.open(tmp_path / "data") as ds:
-            while not stop.is_set():
-                counts.append(ds.sql("SELECT count(*) AS n, count(DISTINCT seq) AS d FROM raw").to_pylist()[0])
+        try:
+            with Dataset.open(tmp_path / "data") as ds:
+                while not stop.is_set():
+                    counts.append(ds.sql("SELECT count(*) AS n, count(DISTINCT seq) AS d FROM raw").to_pylist()[0])
+        except Exception as exc:  # noqa: BLE001 - reported below: a reader must never fail
+            errors.append(exc)
 
     thread = threading.Thread(target=reader)
     thread.start()
@@ -73,6 +76,7 @@ def test_readers_never_see_a_row_twice_or_miss_one(tmp_path):
     time.sleep(0.2)
     stop.set()
     thread.join()
+    assert errors == []
     assert len(counts) > 10
     assert all(c == {"n": n, "d": n} for c in counts), [c for c in counts if c != {"n": n, "d": n}][:3]
 
