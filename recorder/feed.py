@@ -26,6 +26,7 @@ from .errors import ConnectFailed, ConnectionClosed, TransportError
 from .pipeline import Pipeline
 from .transport import open_connection
 from .venues import registry
+from .venues.base import NOTHING
 
 log = logging.getLogger("recorder.feed")
 GOING_AWAY = 1001  # predict.fun (and any venue): reconnect at once
@@ -178,6 +179,8 @@ class Feed:
                             await conn.aclose(1000, "stale")
                             return
                 control = protocol.on_frame(text)
+                if control is NOTHING:  # nearly every frame: skip the five checks below
+                    continue
                 if control.send:
                     for reply in control.send:
                         await conn.send(reply)

@@ -177,7 +177,6 @@ class Journal:
         self._sync_lock = threading.Lock()
         self.durable: Position = (self._number, 0)
         self.queued_bytes = 0
-        self.appended = 0
         self._prefixes: dict[tuple[str, str, str], bytes] = {}
 
     @property
@@ -206,7 +205,6 @@ class Journal:
         end = (self._number, self._offset)
         self._queue.append((self._number, data, end))
         self.queued_bytes += len(data)
-        self.appended += 1
         return end
 
     def sync(self) -> Position:

@@ -262,6 +262,11 @@ class Pipeline:
 
     def commit(self, job: Job) -> None:
         """Make a Job durable and visible (worker thread). Safe to call again after it failed."""
+        self._publish(job, self.checkpoint(job))
+
+    def checkpoint(self, job: Job) -> list:
+        """Step 1 of a commit: fsync the journal, write the files under temporary names, then the
+        checkpoint naming them (the commit point). Returns the renames still to do."""
         self.journal.sync()
         pairs = write_files(job.flush, self.root, instance=self.instance, flush_seq=job.flush_seq)
         rel = [[str(t.relative_to(self.root)), str(f.relative_to(self.root))] for t, f in pairs]
@@ -269,6 +274,10 @@ class Pipeline:
                 "position": list(job.position), "pending": rel}
         checkpoint = json.dumps(head)[:-1] + ', "state": ' + job.state + "}"
         write_atomic(self.journal_dir / CHECKPOINT, checkpoint.encode())
+        return rel
+
+    def _publish(self, job: Job, rel: list) -> None:
+        """Step 2: rename the files into place (recovery redoes this from the checkpoint)."""
         self._roll_forward(rel)
         self.committed = job.position
         if self.unfinished is job:

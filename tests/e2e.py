@@ -47,6 +47,20 @@ async def record(root: Path, seconds: float, *, settings: SimSettings = FAST, na
     return fleet
 
 
+async def stop_daemon(proc, fleet: Fleet, *, after: float, timeout: float = 30.0) -> int:
+    """Let a `recorder run` process record for `after` seconds, quiesce the simulators so nothing is
+    in flight, SIGTERM it, and return its exit status."""
+    import signal
+
+    await trio.sleep(after)
+    for sim in fleet.all:
+        sim.quiesce()
+    await trio.sleep(0.7)
+    proc.send_signal(signal.SIGTERM)
+    with trio.fail_after(timeout):
+        return await proc.wait()
+
+
 def redact(text: str) -> str:
     for s in SECRETS:
         text = text.replace(s, "***")

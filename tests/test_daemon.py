@@ -4,7 +4,6 @@ anywhere; a config error exits non-zero before connecting."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import duckdb
 import trio
 
 from conftest import trio_test
-from e2e import FAST, raw_counter, sent_counter
+from e2e import FAST, raw_counter, sent_counter, stop_daemon
 from recorder.simulators.fleet import SECRETS, SIM_ENV, start_fleet
 
 
@@ -49,13 +48,7 @@ async def test_sigterm_flushes_everything_and_no_secret_is_written(tmp_path):
         with open(log, "wb") as out:
             proc = await trio.lowlevel.open_process([sys.executable, "-m", "recorder.cli", "run", "--config", str(cfg)],
                                                     stdout=out, stderr=out, env=env)
-            await trio.sleep(3.0)
-            for sim in fleet.all:
-                sim.quiesce()
-            await trio.sleep(0.7)
-            proc.send_signal(signal.SIGTERM)
-            with trio.fail_after(20):
-                code = await proc.wait()
+            code = await stop_daemon(proc, fleet, after=3.0, timeout=20)
         sims.cancel_scope.cancel()
     text = log.read_text()
     assert code == 0, text

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import trio_test
-from e2e import raw_counter, record, sent_counter
+from e2e import raw_counter, record, sent_counter, stop_daemon
 from recorder import config as cfgmod
 from recorder import layout
 from recorder.dataset import Dataset
@@ -238,7 +238,6 @@ async def test_kill_9_of_the_daemon_at_random_moments(tmp_path):
     """SIGKILL `recorder run` (every feed live) three times at random moments, restarting it each time
     with no manual step: nothing is recorded twice, every file is whole, every crash shows in sessions."""
     import random
-    import signal
     import sys
 
     from recorder.pipeline import CRASH_REASON
@@ -261,13 +260,7 @@ async def test_kill_9_of_the_daemon_at_random_moments(tmp_path):
                 proc.kill()
                 await proc.wait()
             proc = await trio.lowlevel.open_process(command, stdout=out, stderr=out, env=env)
-            await trio.sleep(2.5)
-            for sim in fleet.all:
-                sim.quiesce()
-            await trio.sleep(0.7)
-            proc.send_signal(signal.SIGTERM)
-            with trio.fail_after(30):
-                code = await proc.wait()
+            code = await stop_daemon(proc, fleet, after=2.5)
         sims.cancel_scope.cancel()
     assert code == 0, log.read_text()[-2000:]
     sent, raw = sent_counter(fleet), raw_counter(tmp_path)

@@ -36,7 +36,6 @@ class SansIOConnection:
         self._send_lock = trio.Lock()
         self._messages: collections.deque[str] = collections.deque()
         self._fragments: list[bytes] = []
-        self._fragment_op: Opcode | None = None
         self._ready = trio.Event()
         self._space = trio.Event()
         self._ended: ConnectionClosed | None = None
@@ -131,12 +130,12 @@ class SansIOConnection:
                     self._messages.append(frame.data.decode("utf-8", "replace"))
                     appended = True
                 else:
-                    self._fragments, self._fragment_op = [frame.data], op
+                    self._fragments = [frame.data]
             elif op is Opcode.CONT:
                 self._fragments.append(frame.data)
                 if frame.fin:
                     self._messages.append(b"".join(self._fragments).decode("utf-8", "replace"))
-                    self._fragments, self._fragment_op = [], None
+                    self._fragments = []
                     appended = True
         if appended:
             self._ready.set()
