@@ -24,8 +24,10 @@ def run(work: Path, frames: int = 500_000) -> dict:
     p = pipeline()
     texts = [t.decode() for t in payloads("small")]
     p.ingest(jr.Entry(kind=jr.Kind.OPEN, ts_recv=1, seq=0, feed="f", venue="outpoll", conn_id="c", text="ws://x"))
-    for i in range(frames):
-        p.ingest_frame("f", "outpoll", "c", i + 1, 1_767_225_600_000_000 + i, texts[i % len(texts)])
+    run_len = 256  # frames per socket read, as the live path journals them (one entry per read)
+    for i in range(0, frames, run_len):
+        batch = [texts[(i + k) % len(texts)] for k in range(min(run_len, frames - i))]
+        p.ingest_frames("f", "outpoll", "c", i + 1, 1_767_225_600_000_000 + i, batch)
     p.journal.sync()
     os.close(p._lock_fd)  # the process "dies" here: nothing committed, everything journaled
     del p

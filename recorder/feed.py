@@ -147,55 +147,65 @@ class Feed:
             self._journal(jr.Kind.SUBSCRIBED, conn_id, "")
         stale = self.cfg.stale_seconds
         slack = stale * 0.05  # moving a deadline costs: move it only when it has slid this far
-        ingest, redact, name, venue, now_ns = self.pipeline.ingest_frame, self.redact, self.cfg.name, self.cfg.venue, self._now_ns
-        current_time = trio.current_time
+        ingest, name, venue, now_ns = self.pipeline.ingest_frames, self.cfg.name, self.cfg.venue, self._now_ns
+        redact = self.redact if self.cfg.secrets else None
+        current_time, on_frame = trio.current_time, protocol.on_frame
         # Per-subscription staleness: heartbeats keep a connection alive but are not data. Each
-        # subscription the venue must keep feeding has its own last-data time, checked inline.
+        # subscription the venue must keep feeding has its own last-data time. Frames are only
+        # searched for their key while some key has not been seen for `slack` seconds, so a feed
+        # whose subscriptions are all busy pays nothing per frame for this.
         expected = protocol.expected_keys()
         last_data = dict.fromkeys(expected, current_time())
         data_key = protocol.data_key
         next_check = current_time() + stale / 4
+        oldest = current_time()
         seq = 0
         with trio.move_on_after(stale) as watchdog:
             while True:
-                text = await conn.receive()
+                # Every frame already read, stamped with one receive time: they arrived together.
+                texts = await conn.receive_many()
                 ts = now_ns() // 1000
                 now = current_time()
                 if now + stale - watchdog.deadline > slack:
                     watchdog.deadline = now + stale
-                seq += 1
-                text = redact(text)
-                ingest(name, venue, conn_id, seq, ts, text)
+                if redact is not None:
+                    texts = [redact(t) for t in texts]
+                ingest(name, venue, conn_id, seq + 1, ts, texts)
+                seq += len(texts)
                 if expected:
-                    key = data_key(text)
-                    if key in last_data:
-                        last_data[key] = now
+                    if now - oldest > slack:
+                        for text in texts:
+                            key = data_key(text)
+                            if key in last_data:
+                                last_data[key] = now
+                        oldest = min(last_data.values())
                     if now >= next_check:
                         next_check = now + stale / 4
                         quiet = [k for k, t in last_data.items() if now - t > stale]
                         if quiet:
-                            result.reason = f"stale: no data for {redact(quiet[0])} for {stale:g} s"
+                            result.reason = f"stale: no data for {self.redact(quiet[0])} for {stale:g} s"
                             log.warning("feed %s: %s; reconnecting", name, result.reason)
                             await conn.aclose(1000, "stale")
                             return
-                control = protocol.on_frame(text)
-                if control is NOTHING:  # nearly every frame: skip the five checks below
-                    continue
-                if control.send:
-                    for reply in control.send:
-                        await conn.send(reply)
-                if control.subscribed:
-                    self._journal(jr.Kind.SUBSCRIBED, conn_id, "")
-                if control.error:
-                    log.warning("feed %s: %s", name, redact(control.error))
-                if control.fatal:
-                    result.reason, result.fatal = redact(control.fatal), True
-                    log.error("feed %s: %s; backing off %.0f s", name, result.reason, self.cfg.backoff_max)
-                    await conn.aclose(1000, "auth rejected")
-                    return
-                if control.reconnect and not wake.is_set():
-                    result.reason, result.immediate = redact(control.reconnect), True
-                    wake.set()  # the next connection starts now; this one is read until it closes
+                for text in texts:
+                    control = on_frame(text)
+                    if control is NOTHING:  # nearly every frame: skip the five checks below
+                        continue
+                    if control.send:
+                        for reply in control.send:
+                            await conn.send(reply)
+                    if control.subscribed:
+                        self._journal(jr.Kind.SUBSCRIBED, conn_id, "")
+                    if control.error:
+                        log.warning("feed %s: %s", name, self.redact(control.error))
+                    if control.fatal:
+                        result.reason, result.fatal = self.redact(control.fatal), True
+                        log.error("feed %s: %s; backing off %.0f s", name, result.reason, self.cfg.backoff_max)
+                        await conn.aclose(1000, "auth rejected")
+                        return
+                    if control.reconnect and not wake.is_set():
+                        result.reason, result.immediate = self.redact(control.reconnect), True
+                        wake.set()  # the next connection starts now; this one is read until it closes
         result.reason = f"stale: no frame for {stale:g} s"
         log.warning("feed %s: %s; reconnecting", name, result.reason)
         await conn.aclose(1000, "stale")

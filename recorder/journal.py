@@ -6,6 +6,11 @@ Every frame is appended here before it is decoded; Parquet is derived from the j
     u32 body length | u32 crc32(body) | body
     body = u8 kind | i64 ts_recv_us | i64 seq | u16+feed | u16+venue | u16+conn_id | text (utf-8)
 
+A FRAMES entry holds the frames one socket read delivered (stamped with one receive time):
+    text = u32 count | count x u32 utf-8 length | the frames' utf-8, back to back
+with `seq` the first frame's; frame i has seq + i. One header and one checksum per run of frames
+is most of what makes journaling cheap; such an entry is written, and lost to a torn tail, whole.
+
 A position is (segment, offset). Appends are queued in memory (the event loop never waits on
 disk); `sync()` writes and fsyncs them from a worker thread (group commit). Reading stops at the first short or corrupt entry of a segment, cuts the segment there
 and warns: a torn tail is expected after a crash and never fatal.
@@ -41,6 +46,7 @@ class Kind(enum.IntEnum):
     OPEN = 2  # connection established; text = url (secrets removed)
     SUBSCRIBED = 3  # venue confirmed auth/subscription; text empty
     CLOSE = 4  # connection ended; text = reason
+    FRAMES = 5  # frames received together; text = their count, lengths and bytes (see above)
 
 
 @attrs.frozen(kw_only=True)
@@ -67,6 +73,39 @@ def names_prefix(feed: str, venue: str, conn_id: str) -> bytes:
 def encode_parts(kind: int, ts_recv: int, seq: int, prefix: bytes, text: str) -> bytes:
     body = _FIXED.pack(kind, ts_recv, seq) + prefix + text.encode()
     return _HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
+_COUNT = struct.Struct("<I")
+
+
+def encode_frames(ts_recv: int, first_seq: int, prefix: bytes, texts: list[str]) -> bytes:
+    blobs = [t.encode() for t in texts]
+    n = len(blobs)
+    body = b"".join((_FIXED.pack(Kind.FRAMES, ts_recv, first_seq), prefix, _COUNT.pack(n),
+                     struct.pack(f"<{n}I", *map(len, blobs)), *blobs))
+    return _HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
+def split_frames(data: memoryview | bytes) -> list[str]:
+    """The frames of a FRAMES entry's text part."""
+    (n,) = _COUNT.unpack_from(data, 0)
+    lengths = struct.unpack_from(f"<{n}I", data, 4)
+    start = 4 + 4 * n
+    blob = bytes(data[start:])
+    if len(blob) != sum(lengths):
+        raise ValueError(f"frame lengths add up to {sum(lengths)} bytes, the entry holds {len(blob)}")
+    texts = []
+    if blob.isascii():  # nearly always: one decode, then slices (characters are bytes)
+        whole, off = blob.decode("ascii"), 0
+        for length in lengths:
+            texts.append(whole[off : off + length])
+            off += length
+    else:
+        off = 0
+        for length in lengths:
+            texts.append(str(blob[off : off + length], "utf-8"))
+            off += length
+    return texts
 
 
 def encode(e: Entry) -> bytes:
@@ -136,11 +175,14 @@ def _fields(body: memoryview, names: dict) -> tuple:
         venue = str(body[o + 4 + n1 : o + 4 + n1 + n2], "utf-8")
         conn_id = str(body[o + 6 + n1 + n2 : end], "utf-8")
         cached = names[key] = (feed, venue, conn_id)
+    if kind == Kind.FRAMES:
+        return (kind, ts, seq, *cached, split_frames(body[end:]))
     return (kind, ts, seq, *cached, str(body[end:], "utf-8"))
 
 
 def read_fields_from(directory: Path, pos: Position) -> Iterator[tuple[Position, tuple]]:
-    """Like read_from, with plain tuples (see read_segment_fields)."""
+    """Like read_from, with plain tuples (see read_segment_fields); a FRAMES entry comes as one
+    tuple whose last field is the list of its frames."""
     for number in segments(directory):
         if number < pos[0]:
             continue
@@ -150,9 +192,16 @@ def read_fields_from(directory: Path, pos: Position) -> Iterator[tuple[Position,
 
 
 def read_from(directory: Path, pos: Position) -> Iterator[tuple[Position, Entry]]:
-    """Every entry after `pos`, across segments, with the position after each."""
+    """Every entry after `pos`, across segments, with the position after each. The frames of a
+    FRAMES entry come as FRAME entries, each with the position after the whole run."""
     for position, f in read_fields_from(directory, pos):
-        yield position, Entry(kind=Kind(f[0]), ts_recv=f[1], seq=f[2], feed=f[3], venue=f[4], conn_id=f[5], text=f[6])
+        if f[0] == Kind.FRAMES:
+            for i, text in enumerate(f[6]):
+                yield position, Entry(kind=Kind.FRAME, ts_recv=f[1], seq=f[2] + i, feed=f[3], venue=f[4],
+                                      conn_id=f[5], text=text)
+        else:
+            yield position, Entry(kind=Kind(f[0]), ts_recv=f[1], seq=f[2], feed=f[3], venue=f[4], conn_id=f[5],
+                                  text=f[6])
 
 
 class Journal:
@@ -187,15 +236,16 @@ class Journal:
     def append(self, entry: Entry) -> Position:
         return self._queue_bytes(encode(entry))
 
-    def append_frame(self, feed: str, venue: str, conn_id: str, seq: int, ts_recv: int, text: str) -> Position:
-        """append(Entry(kind=FRAME, ...)) without building the Entry: the per-frame hot path."""
+    def append_frames(self, feed: str, venue: str, conn_id: str, first_seq: int, ts_recv: int,
+                      texts: list[str]) -> Position:
+        """One FRAMES entry for frames received together: the hot path."""
         key = (feed, venue, conn_id)
         prefix = self._prefixes.get(key)
         if prefix is None:
             if len(self._prefixes) > 1000:
                 self._prefixes.clear()
             prefix = self._prefixes[key] = names_prefix(feed, venue, conn_id)
-        return self._queue_bytes(encode_parts(Kind.FRAME, ts_recv, seq, prefix, text))
+        return self._queue_bytes(encode_frames(ts_recv, first_seq, prefix, texts))
 
     def _queue_bytes(self, data: bytes) -> Position:
         if self._offset and self._offset + len(data) > self._segment_bytes:

@@ -110,10 +110,14 @@ class Pipeline:
         self.flush_seq = checkpoint.get("flush_seq", 0)
         self.committed = tuple(checkpoint.get("position", (0, 0)))
         self._restore(checkpoint)
-        frame, apply_frame = jr.Kind.FRAME, self._apply_frame
+        frames, frame, apply_frames = jr.Kind.FRAMES, jr.Kind.FRAME, self._apply_frames
         for _pos, (kind, ts, seq, feed, venue, conn_id, text) in jr.read_fields_from(self.journal_dir, self.committed):
+            if kind == frames:
+                apply_frames(feed, venue, conn_id, seq, ts, text)
+                self.replayed += len(text)
+                continue
             if kind == frame:
-                apply_frame(feed, venue, conn_id, seq, ts, text)
+                apply_frames(feed, venue, conn_id, seq, ts, [text])
             else:
                 self._apply(jr.Entry(kind=jr.Kind(kind), ts_recv=ts, seq=seq, feed=feed, venue=venue,
                                      conn_id=conn_id, text=text))
@@ -192,14 +196,16 @@ class Pipeline:
         self.journal.append(entry)
         self._apply(entry)
 
-    def ingest_frame(self, feed: str, venue: str, conn_id: str, seq: int, ts_recv: int, text: str) -> None:
-        """ingest(Entry(kind=FRAME, ...)) without building the Entry: the per-frame hot path."""
-        self.journal.append_frame(feed, venue, conn_id, seq, ts_recv, text)
-        self._apply_frame(feed, venue, conn_id, seq, ts_recv, text)
+    def ingest_frames(self, feed: str, venue: str, conn_id: str, first_seq: int, ts_recv: int,
+                      texts: list[str]) -> None:
+        """Frames received together (one socket read), numbered first_seq, first_seq + 1, ...:
+        one journal entry, then each frame decoded into the buffers. The hot path."""
+        self.journal.append_frames(feed, venue, conn_id, first_seq, ts_recv, texts)
+        self._apply_frames(feed, venue, conn_id, first_seq, ts_recv, texts)
 
     def _apply(self, e: jr.Entry) -> None:
         if e.kind == jr.Kind.FRAME:
-            self._apply_frame(e.feed, e.venue, e.conn_id, e.seq, e.ts_recv, e.text)
+            self._apply_frames(e.feed, e.venue, e.conn_id, e.seq, e.ts_recv, [e.text])
         elif e.kind == jr.Kind.OPEN:
             self.sessions[e.conn_id] = OpenSession(venue=e.venue, feed=e.feed, url=e.text, connected=e.ts_recv)
         elif e.kind == jr.Kind.SUBSCRIBED:
@@ -214,33 +220,42 @@ class Pipeline:
                     connected=s.connected, subscribed=s.subscribed, first_frame=s.first_frame,
                     last_frame=s.last_frame, closed=e.ts_recv, close_reason=e.text, frames=s.frames))
 
-    def _apply_frame(self, feed: str, venue: str, conn_id: str, seq: int, ts: int, text: str) -> None:
+    def _apply_frames(self, feed: str, venue: str, conn_id: str, first_seq: int, ts: int, texts: list[str]) -> None:
+        n = len(texts)
         s = self.sessions.get(conn_id)
         if s is not None:
-            s.frames += 1
+            s.frames += n
             s.last_frame = ts
             if s.first_frame is None:
                 s.first_frame = ts
         stats = self.stats.get(feed)
         if stats is None:
             stats = self.stats[feed] = FeedStats()
-        stats.frames += 1
+        stats.frames += n
         stats.last_frame = ts
         buffers = self.buffers
-        # raw row in file-column order (schemas/raw.toml): feed, ts_event, ts_recv, conn_id, seq, payload
-        buffers.add_row("raw", venue, ts // US_PER_DAY, (feed, None, ts, conn_id, seq, text))
-        decoder = self.decoders.get(feed) or self._decoder(feed)
-        meta = FrameMeta(venue=venue, feed=feed, conn_id=conn_id, seq=seq, ts_recv=ts)
-        try:
-            records = decoder.decode(text, meta)
-        except DecodeError as exc:
-            stats.rejects += 1
-            buffers.add(Reject(ts_event=None, error=str(exc), payload=text, **meta.common()))
-            return
-        stats.rows += len(records)
+        # raw rows in file-column order (schemas/raw.toml): feed, ts_event, ts_recv, conn_id, seq, payload
+        buffers.add_rows("raw", venue, ts // US_PER_DAY,
+                         [(feed, None, ts, conn_id, seq, text) for seq, text in zip(range(first_seq, first_seq + n), texts)])
+        decode = (self.decoders.get(feed) or self._decoder(feed)).decode
         add = buffers.add
-        for r in records:
-            add(r)
+        rows = 0
+        # One FrameMeta for the run, its seq moved frame by frame: decoders read it only during decode().
+        meta = FrameMeta(venue=venue, feed=feed, conn_id=conn_id, seq=first_seq, ts_recv=ts)
+        seq = first_seq
+        for text in texts:
+            meta.seq = seq
+            seq += 1
+            try:
+                records = decode(text, meta)
+            except DecodeError as exc:
+                stats.rejects += 1
+                buffers.add(Reject(ts_event=None, error=str(exc), payload=text, **meta.common()))
+                continue
+            rows += len(records)
+            for r in records:
+                add(r)
+        stats.rows += rows
 
     # --- committing -----------------------------------------------------------------------
 

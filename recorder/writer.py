@@ -67,6 +67,21 @@ class Buffers:
             part.batches.append(self._to_batch(table, rows))
             part.rows = []
 
+    def add_rows(self, table: str, venue: str, day: int, rows: list[tuple]) -> None:
+        """add_row for many rows of one partition."""
+        key = (table, venue, day)
+        part = self._parts.get(key)
+        if part is None:
+            part = self._parts[key] = _Partition(table)
+        buffered = part.rows
+        buffered.extend(rows)
+        self.rows += len(rows)
+        if len(buffered) >= self._batch_rows:
+            size = self._batch_rows
+            for start in range(0, len(buffered) - size + 1, size):
+                part.batches.append(self._to_batch(table, buffered[start : start + size]))
+            part.rows = buffered[len(buffered) - len(buffered) % size :]
+
     def _to_batch(self, table: str, rows: list) -> pa.RecordBatch:
         sch = self._schemas[table]
         arrays = [pa.array(column, type=field.type) for column, field in zip(zip(*rows), sch)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 
 from helpers import frame
 from recorder import journal as jr
@@ -84,3 +86,52 @@ def test_durable_position_follows_sync(tmp_path):
     assert j.durable == end
     assert len(list(jr.read_from(tmp_path, (0, 0)))) == 1
     j.close()
+
+
+def run_of_frames(j, first: int, texts: list[str]):
+    return j.append_frames("f1", "v", "c1", first, 1_760_000_000_000_000 + first, texts)
+
+
+def test_a_run_of_frames_reads_back_as_single_frames_in_order(tmp_path):
+    """A FRAMES entry (one socket read) comes back as FRAME entries numbered from its first seq,
+    non-ASCII text intact, interleaved in order with single entries."""
+    j = jr.Journal(tmp_path)
+    j.append(frame(1))
+    run_of_frames(j, 2, ['{"p":"é"}', "plain", "", "日本語 ok"])
+    j.append(frame(6))
+    run_of_frames(j, 7, ["x" * 70_000])
+    j.close()
+    got = [e for _, e in jr.read_from(tmp_path, (0, 0))]
+    assert [e.seq for e in got] == [1, 2, 3, 4, 5, 6, 7]
+    assert {e.kind for e in got} == {jr.Kind.FRAME}
+    assert [e.text for e in got[1:5]] == ['{"p":"é"}', "plain", "", "日本語 ok"]
+    assert got[6].text == "x" * 70_000 and got[2].ts_recv == 1_760_000_000_000_002
+
+
+def test_a_torn_run_of_frames_is_cut_whole(tmp_path, caplog):
+    """A run written in part is one entry with one checksum: it is cut whole, the runs before it stay."""
+    j = jr.Journal(tmp_path)
+    run_of_frames(j, 1, [f"a{i}" for i in range(10)])
+    run_of_frames(j, 11, [f"b{i}" for i in range(10)])
+    j.close()
+    path = jr.segment_path(tmp_path, jr.segments(tmp_path)[0])
+    os.truncate(path, path.stat().st_size - 3)
+    assert [e.seq for _, e in jr.read_from(tmp_path, (0, 0))] == list(range(1, 11))
+    assert "truncated" in caplog.text
+
+
+def test_a_run_whose_lengths_disagree_is_skipped_not_misread(tmp_path, caplog):
+    """A run whose stored lengths do not add up (a writer bug, checksum intact) is skipped with a
+    warning naming the offset; the entries after it are still read."""
+    j = jr.Journal(tmp_path)
+    prefix = jr.names_prefix("f1", "v", "c1")
+    good = jr.encode_frames(1, 1, prefix, ["abc", "de"])
+    body = bytearray(good[8:])
+    count_at = len(body) - 5 - 8  # u32 count, then two u32 lengths, then 5 bytes of text
+    body[count_at + 4] = 9  # first length 3 -> 9
+    bad = struct.pack("<II", len(body), zlib.crc32(bytes(body))) + bytes(body)
+    j._queue_bytes(bad)
+    run_of_frames(j, 3, ["after"])
+    j.close()
+    assert [e.text for _, e in jr.read_from(tmp_path, (0, 0))] == ["after"]
+    assert "undecodable entry" in caplog.text

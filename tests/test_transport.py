@@ -171,3 +171,32 @@ async def test_wss_verifies_certificates(transport):
         async with open_connection(url, transport=transport, ssl_context=trusting) as conn:
             assert await conn.receive() == "secure"
         n.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@trio_test(timeout=20)
+async def test_receive_many_returns_every_message_once_in_order(transport):
+    """receive_many hands over what has been read (at least one message, at most `limit`), in
+    order, none twice, and then the close like receive() does."""
+    async with trio.open_nursery() as n:
+        async def handler(request):
+            ws = await request.accept()
+            for i in range(3000):
+                await ws.send_message(f"m{i}")
+            await ws.aclose(1000, "done")
+
+        port = await serve(n, handler)
+        got, sizes = [], []
+        async with open_connection(f"ws://127.0.0.1:{port}/", transport=transport) as conn:
+            await trio.sleep(0.5)  # let messages queue up
+            with pytest.raises(ConnectionClosed) as info:
+                while True:
+                    batch = await conn.receive_many(limit=100)
+                    assert 1 <= len(batch) <= 100
+                    sizes.append(len(batch))
+                    got.extend(batch)
+        assert got == [f"m{i}" for i in range(3000)]
+        assert info.value.code == 1000
+        if transport == "websockets":
+            assert max(sizes) == 100  # a backlog comes over in full batches
+        n.cancel_scope.cancel()

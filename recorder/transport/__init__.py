@@ -3,6 +3,7 @@
     async with open_connection(url, headers=[...], max_message_bytes=..., transport=...) as conn:
         await conn.send(text)
         text = await conn.receive()     # raises ConnectionClosed (with code and reason)
+        texts = await conn.receive_many(limit)  # every message already read, at least one
 
 Opening raises ConnectFailed (refused, DNS, TLS, handshake rejected with its HTTP status).
 Two implementations: "websockets" (the `websockets` library's sans-I/O protocol over Trio
@@ -45,6 +46,9 @@ class Connection(Protocol):
     async def send(self, text: str) -> None: ...
 
     async def receive(self) -> str: ...
+
+    async def receive_many(self, limit: int = 1024) -> list[str]:
+        """At least one message, and up to `limit` of those already received (in order)."""
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None: ...
 

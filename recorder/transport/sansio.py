@@ -61,6 +61,26 @@ class SansIOConnection:
             self._space.set()
         return message
 
+    async def receive_many(self, limit: int = 1024) -> list[str]:
+        """Every queued message (at least one, at most `limit`), with one scheduler checkpoint: the
+        reader task runs between two calls, so a busy consumer still lets pings be answered."""
+        self._since_yield = 0
+        await trio.lowlevel.checkpoint()
+        messages = self._messages
+        while not messages:
+            if self._ended is not None:
+                raise self._ended
+            self._ready = trio.Event()
+            await self._ready.wait()
+        if len(messages) <= limit:
+            batch = list(messages)
+            messages.clear()
+        else:
+            batch = [messages.popleft() for _ in range(limit)]
+        if len(messages) < MAX_QUEUED // 2:
+            self._space.set()
+        return batch
+
     async def send(self, text: str) -> None:
         if self._ended is not None or self._proto.state is not State.OPEN:
             raise self._ended or ConnectionClosed("connection is closing", code=self._proto.close_code)

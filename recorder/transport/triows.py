@@ -31,6 +31,9 @@ class TrioWebsocketConnection:
             raise _closed(exc) from None
         return message if isinstance(message, str) else message.decode("utf-8", "replace")
 
+    async def receive_many(self, limit: int = 1024) -> list[str]:
+        return [await self.receive()]  # trio-websocket hands over one message at a time
+
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
             scope.shield = True
