@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 import attrs
+import orjson
 
 from . import journal as jr
 from . import layout
@@ -70,6 +71,15 @@ class FeedStats:
     rows: int = 0
     rejects: int = 0
     last_frame: int | None = None
+
+
+def _dump_state(state: dict) -> str:
+    """JSON of the decoders' state: their dedupe windows hold tens of thousands of keys and are
+    dumped at every cut, so orjson; the standard library for anything orjson will not take."""
+    try:
+        return orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(state, separators=(",", ":"))
 
 
 class Pipeline:
@@ -238,7 +248,7 @@ class Pipeline:
         buffers.add_rows("raw", venue, ts // US_PER_DAY,
                          [(feed, None, ts, conn_id, seq, text) for seq, text in zip(range(first_seq, first_seq + n), texts)])
         decode = (self.decoders.get(feed) or self._decoder(feed)).decode
-        add = buffers.add
+        add, add_row = buffers.add, buffers.add_row
         rows = 0
         # One FrameMeta for the run, its seq moved frame by frame: decoders read it only during decode().
         meta = FrameMeta(venue=venue, feed=feed, conn_id=conn_id, seq=first_seq, ts_recv=ts)
@@ -254,7 +264,10 @@ class Pipeline:
                 continue
             rows += len(records)
             for r in records:
-                add(r)
+                if type(r) is tuple:  # a record given as a row (records.py)
+                    add_row(*r)
+                else:
+                    add(r)
         stats.rows += rows
 
     # --- committing -----------------------------------------------------------------------
@@ -267,7 +280,7 @@ class Pipeline:
         }
         self.flush_seq += 1
         return Job(flush=self.buffers.cut(), flush_seq=self.flush_seq, position=self.journal.position,
-                   state=json.dumps(state, separators=(",", ":")))
+                   state=_dump_state(state))
 
     def next_job(self) -> Job:
         """The job to commit next: the unfinished one if a commit failed, else a new cut."""

@@ -12,11 +12,11 @@ US_PER_DAY = 86_400_000_000
 
 
 def seconds_to_us(value: float) -> int:
-    return int(round(float(value) * 1_000_000))
+    return round(float(value) * 1_000_000)  # round() of a float is an int
 
 
 def ms_to_us(value: float) -> int:
-    return int(round(float(value) * 1000))
+    return round(float(value) * 1000)
 
 
 def iso_to_us(text: str) -> int:

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.errors import DecodeError
+from recorder.records import RECORD_TYPES, from_row
 from recorder.venues import intots, outpoll, predictfun
 from recorder.venues.base import FrameMeta
 
@@ -46,6 +47,9 @@ def check(text: str) -> None:
         except DecodeError:
             continue
         assert isinstance(records, list)
+        for r in records:  # a row must stand for a well-formed record of its table
+            record = from_row(r) if type(r) is tuple else r
+            assert record.table in RECORD_TYPES
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

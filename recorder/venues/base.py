@@ -17,7 +17,7 @@ import attrs
 import orjson
 
 from ..errors import DecodeError
-from ..records import Record
+from ..records import Record, Row
 
 
 class FrameMeta:
@@ -35,8 +35,9 @@ class FrameMeta:
 
 
 class Decoder(TypingProtocol):
-    def decode(self, text: str, meta: FrameMeta) -> list[Record]:
-        """Records from one frame; raises DecodeError (the frame goes to `rejects`)."""
+    def decode(self, text: str, meta: FrameMeta) -> list[Record | Row]:
+        """Records from one frame, each a record or, on hot paths, the same as a row
+        (`Chance.row(...)`, see records.py); raises DecodeError (the frame goes to `rejects`)."""
 
     def state(self) -> dict:
         """JSON-able dedupe state, saved with every Parquet commit."""
@@ -145,37 +146,37 @@ def _show(value: Any) -> str:
 
 
 class Bounded:
-    """A set that remembers the last `size` keys added (dedupe by id or content)."""
+    """A set that remembers the last `size` keys added (dedupe by id or content). A dict used as
+    an ordered set: one lookup and one insert per new key; trimmed to `size` when it holds 2x."""
 
     def __init__(self, size: int = 10_000, items: list | None = None) -> None:
         self._size = size
-        self._order: list = []
-        self._set: set = set()
-        for item in items or []:
-            self.add(item)
+        self._keys: dict = dict.fromkeys(items or [])
+        if len(self._keys) > size:
+            self._trim()
 
     def __contains__(self, key) -> bool:
-        return key in self._set
+        return key in self._keys
 
     def add_new(self, key) -> bool:
         """Add `key`; False if it was already there (the dedupe test and insert in one call)."""
-        if key in self._set:
+        keys = self._keys
+        if key in keys:
             return False
-        self.add(key)
+        keys[key] = None
+        if len(keys) > self._size * 2:
+            self._trim()
         return True
 
     def add(self, key) -> None:
-        if key in self._set:
-            return
-        self._set.add(key)
-        self._order.append(key)
-        if len(self._order) > self._size * 2:
-            drop = self._order[: len(self._order) - self._size]
-            self._order = self._order[len(drop) :]
-            self._set.difference_update(drop)
+        self.add_new(key)
+
+    def _trim(self) -> None:
+        self._keys = dict.fromkeys(list(self._keys)[-self._size :])
 
     def items(self) -> list:
-        return self._order[-self._size :]
+        keys = list(self._keys)
+        return keys[-self._size :]
 
 
 @attrs.frozen(kw_only=True)

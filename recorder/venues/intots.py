@@ -210,8 +210,9 @@ class Decoder:
                 if key in self.points:
                     continue
                 self.points.add(key)
-            out.append(Chance(ts_event=ts, market=market, outcome=outcome, probability=p, origin=VENUE,
-                              source=source, **meta.common()))
+            out.append(Chance.row(venue=meta.venue, feed=meta.feed, ts_event=ts, ts_recv=meta.ts_recv,
+                                  conn_id=meta.conn_id, seq=meta.seq, market=market, outcome=outcome, probability=p,
+                                  origin=VENUE, source=source))
         return out
 
 

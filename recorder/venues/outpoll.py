@@ -18,7 +18,7 @@ import attrs
 
 from ..config import Opt, Secret
 from ..errors import ConfigError
-from ..records import Account, Book, Chance, Record, Trade
+from ..records import Account, Book, Chance, Record, Row, Trade
 from ..timeutil import seconds_to_us
 from . import base
 from .base import NOTHING, Bounded, Control, FrameMeta, UnknownMessage
@@ -263,8 +263,9 @@ class Decoder:
             if not snapshot or book.get(outcome) != new:
                 changed.append(outcome)
             book[outcome] = new
-        return [Book(ts_event=None, market=event, outcome=o, best_bid=book[o]["b"], best_ask=book[o]["a"],
-                     last=book[o]["c"], **meta.common()) for o in changed]
+        row, venue, feed, ts_recv, conn_id, seq = Book.row, meta.venue, meta.feed, meta.ts_recv, meta.conn_id, meta.seq
+        return [row(venue=venue, feed=feed, ts_event=None, ts_recv=ts_recv, conn_id=conn_id, seq=seq, market=event,
+                    outcome=o, best_bid=book[o]["b"], best_ask=book[o]["a"], last=book[o]["c"]) for o in changed]
 
     def _snapshot(self, msg: dict, meta: FrameMeta) -> list[Record]:
         return self._prices(msg, meta, snapshot=True)
@@ -282,18 +283,17 @@ class Decoder:
     def _chance(self, msg: dict, meta: FrameMeta, points: list[dict], *, source: str) -> list[Record]:
         event = base.text(msg.get("e"), "e")
         outcomes = [base.text(o, "o[]") for o in base.lst(msg.get("o"), "o")]
-        out: list[Record] = []
-        seen = self.points
+        out: list[Row] = []
+        add_new, row = self.points.add_new, Chance.row
         for point in points:
             t = base.number(point.get("t"), "d.t")
             p = base.probability(point.get("p"), "d.p")
             ts = seconds_to_us(t)
             for outcome in outcomes:
-                if not seen.add_new((event, outcome, t, p)):
-                    continue
-                out.append(Chance(venue=meta.venue, feed=meta.feed, ts_event=ts, ts_recv=meta.ts_recv,
-                                  conn_id=meta.conn_id, seq=meta.seq, market=event, outcome=outcome, probability=p,
-                                  origin=VENUE, source=source))
+                if add_new((event, outcome, t, p)):
+                    out.append(row(venue=meta.venue, feed=meta.feed, ts_event=ts, ts_recv=meta.ts_recv,
+                                   conn_id=meta.conn_id, seq=meta.seq, market=event, outcome=outcome, probability=p,
+                                   origin=VENUE, source=source))
         return out
 
     # trades --------------------------------------------------------------------------------

@@ -190,9 +190,10 @@ class Decoder:
         asks = self._levels(d.get("asks"), "data.asks")
         out: list[Record] = []
         if self.seen.add_new(("book", market, ts_us, bids, asks)):
-            out.append(Book(ts_event=ts_us, market=market, outcome="Yes", bids=bids, asks=asks,
-                            best_bid=bids[0][0] if bids else None, best_ask=asks[0][0] if asks else None,
-                            depth=len(bids) + len(asks), **meta.common()))
+            out.append(Book.row(venue=meta.venue, feed=meta.feed, ts_event=ts_us, ts_recv=meta.ts_recv,
+                                conn_id=meta.conn_id, seq=meta.seq, market=market, outcome="Yes", bids=bids, asks=asks,
+                                best_bid=bids[0][0] if bids else None, best_ask=asks[0][0] if asks else None,
+                                depth=len(bids) + len(asks)))
         settled = d.get("lastOrderSettled")
         if settled is not None:
             s = base.obj(settled, "data.lastOrderSettled")
@@ -230,7 +231,8 @@ class Decoder:
         ts_us = None if ts is None else ms_to_us(base.number(ts, "data.timestamp"))
         if not self.seen.add_new((origin, param, ts_us, p)):
             return []
-        return [Chance(ts_event=ts_us, market=param, outcome="Yes", probability=p, origin=origin, **meta.common())]
+        return [Chance.row(venue=meta.venue, feed=meta.feed, ts_event=ts_us, ts_recv=meta.ts_recv, conn_id=meta.conn_id,
+                           seq=meta.seq, market=param, outcome="Yes", probability=p, origin=origin)]
 
     def _polymarket(self, param: str, data, meta: FrameMeta) -> list[Record]:
         return self._chance(param, data, meta, "polymarket")
@@ -247,7 +249,8 @@ class Decoder:
         ts_us = None if ts is None else ms_to_us(base.number(ts, "data.timestamp"))
         if not self.seen.add_new(("price", param, ts_us, price)):
             return []
-        return [Price(ts_event=ts_us, symbol=param, price=price, **meta.common())]
+        return [Price.row(venue=meta.venue, feed=meta.feed, ts_event=ts_us, ts_recv=meta.ts_recv, conn_id=meta.conn_id,
+                          seq=meta.seq, symbol=param, price=price)]
 
     def _wallet(self, param: str, data, meta: FrameMeta) -> list[Record]:
         d = base.obj(data, "data")
