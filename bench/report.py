@@ -25,20 +25,27 @@ def main() -> None:
          "writes pre-encoded frames faster than any client reads (bench/sender.py), so each client is measured on one "
          "core with the sender on the other. Every figure is measured side by side with its reference in the same run.",
          "", "## Ingest (frames per second)", "",
-         "| mix | transport | bare client | full recorder | recorder / bare |", "|---|---|---|---|---|"]
+         f"Best of {len(ing['small/websockets/bare']['runs'])} runs of each client, the clients interleaved round by "
+         "round; every run is in bench-out/results.json.", "",
+         "| mix | transport | bare client | full recorder | recorder / bare, same transport |", "|---|---|---|---|---|"]
     for mix, label in (("small", "small chance updates (~95 B)"), ("book", "order books (~300 B)")):
         for t in ("websockets", "trio-websocket"):
             b, c = ing[f"{mix}/{t}/bare"]["rate"], ing[f"{mix}/{t}/recorder"]["rate"]
             L.append(f"| {label} | {t} | {fmt(b)} | {fmt(c)} | {c / b:.2f} |")
-    s = rat["small"]
+    s, bk = rat["small"], rat["book"]
+    vs_tw = "recorder on websockets / bare trio-websocket"
     L += ["", "The full recorder journals, decodes, buffers and writes Parquet; bare clients read and discard.", "",
           "| target | figure | |", "|---|---|---|",
-          f"| recorder / bare client ≥ 0.85 (small, same transport) | {s['recorder/bare, websockets']:.2f} on websockets, "
-          f"{s['recorder/bare, trio-websocket']:.2f} on trio-websocket | {target(s['recorder/bare, websockets'] >= 0.85)} |",
-          f"| recorder on websockets ≥ 2.5 × bare trio-websocket (small) | {s['recorder on websockets / bare trio-websocket']:.2f} | "
-          f"{target(s['recorder on websockets / bare trio-websocket'] >= 2.5)} |",
-          f"| recorder on websockets ≥ 0.5 × bare websockets (small) | {s['recorder/bare, websockets']:.2f} | "
-          f"{target(s['recorder/bare, websockets'] >= 0.5)} |"]
+          f"| issue 5: recorder / bare trio-websocket client ≥ 0.85 | {s[vs_tw]:.2f} small, {bk[vs_tw]:.2f} book "
+          f"(recorder on its default transport, websockets) | {target(min(s[vs_tw], bk[vs_tw]) >= 0.85)} |",
+          f"| issue 6: recorder on websockets ≥ 2.5 × bare trio-websocket (small) | {s[vs_tw]:.2f} | "
+          f"{target(s[vs_tw] >= 2.5)} |",
+          f"| issue 6: recorder on websockets ≥ 0.5 × bare websockets (small) | {s['recorder/bare, websockets']:.2f} | "
+          f"{target(s['recorder/bare, websockets'] >= 0.5)} |",
+          "", "Same transport, for comparison (not a stated target): the recorder reaches "
+          f"{s['recorder/bare, trio-websocket']:.2f} of the bare trio-websocket client when it runs on trio-websocket "
+          f"itself, and {s['recorder/bare, websockets']:.2f} of the bare websockets client on websockets: "
+          "its own work per frame is still larger than the faster transport's."]
     m = mem
     L += ["", f"## Memory and latency ({m['websockets']['frames']:,} small frames, default flush policy)", "",
           "| transport | peak RSS | receive → fsynced journal p50 / p99 | receive → visible in a query p50 / p99 |",

@@ -1,7 +1,7 @@
 """`make bench`: every figure side by side with its reference, in one run. Prints a table and
 writes bench-out/results.json. Not part of `make test`.
 
-    python -m bench.run [--frames N] [--memory-frames N] [--query-scale S] [--skip-queries]
+    python -m bench.run [--frames N] [--repeats R] [--memory-frames N] [--query-scale S] [--skip-queries]
 """
 
 from __future__ import annotations
@@ -33,17 +33,25 @@ def client(mode: str, transport: str, mix: str, port: int, frames: int, storage:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def ingest(frames: int) -> dict:
-    results = {}
+def ingest(frames: int, repeats: int) -> dict:
+    """Each client `repeats` times, the four interleaved round by round (so a slow spell of the
+    machine hits them alike); the best run of each is its figure, every run is kept."""
+    results: dict = {}
     for mix in ("small", "book"):
         sender, port = start_sender(mix, frames)
         try:
-            for transport in ("websockets", "trio-websocket"):
-                for mode in ("bare", "recorder"):
-                    r = client(mode, transport, mix, port, frames)
-                    results[f"{mix}/{transport}/{mode}"] = r
-                    print(f"  ingest {mix:5} {transport:14} {mode:8} {r['rate']:>10,.0f} frames/s  "
-                          f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+            for round_no in range(repeats):
+                for transport in ("websockets", "trio-websocket"):
+                    for mode in ("bare", "recorder"):
+                        r = client(mode, transport, mix, port, frames)
+                        key = f"{mix}/{transport}/{mode}"
+                        best = results.get(key)
+                        runs = (best or {}).get("runs", []) + [round(r["rate"])]
+                        if best is None or r["rate"] > best["rate"]:
+                            best = r
+                        results[key] = {**best, "runs": runs}
+                        print(f"  ingest {mix:5} {transport:14} {mode:8} round {round_no + 1}: {r['rate']:>10,.0f} frames/s"
+                              f"  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
         finally:
             sender.kill()
     return results
@@ -69,9 +77,10 @@ def ratios(ing: dict) -> dict:
     for mix in ("small", "book"):
         g = lambda k: ing[f"{mix}/{k}"]["rate"]  # noqa: E731
         out[mix] = {
+            # issue 5's reference is the bare trio-websocket client; issue 6 adds the bare websockets one
+            "recorder on websockets / bare trio-websocket": g("websockets/recorder") / g("trio-websocket/bare"),
             "recorder/bare, websockets": g("websockets/recorder") / g("websockets/bare"),
             "recorder/bare, trio-websocket": g("trio-websocket/recorder") / g("trio-websocket/bare"),
-            "recorder on websockets / bare trio-websocket": g("websockets/recorder") / g("trio-websocket/bare"),
         }
     return out
 
@@ -79,6 +88,7 @@ def ratios(ing: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=300_000, help="frames per ingest run")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each ingest client; the best is reported")
     ap.add_argument("--memory-frames", type=int, default=1_000_000)
     ap.add_argument("--query-scale", type=float, default=1.0, help="1.0 = 10M chance rows")
     ap.add_argument("--skip-queries", action="store_true")
@@ -88,7 +98,7 @@ def main() -> None:
                                  "platform": platform.platform()},
                      "command": " ".join(["python -m bench.run"] + sys.argv[1:]), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     print("ingest (one core for the sender, one for the client):", flush=True)
-    results["ingest"] = ingest(a.frames)
+    results["ingest"] = ingest(a.frames, a.repeats)
     results["ingest_ratios"] = ratios(results["ingest"])
     for mix, rs in results["ingest_ratios"].items():
         for k, v in rs.items():
