@@ -30,6 +30,7 @@ async def bare(url: str, transport: str, frames: int) -> dict:
         try:
             await conn.receive()
             t_first = time.perf_counter()
+            cpu0 = time.thread_time()
             n = 1
             while True:
                 await conn.receive()
@@ -39,7 +40,8 @@ async def bare(url: str, transport: str, frames: int) -> dict:
         except ConnectionClosed:
             pass
     elapsed = t_last - t_first
-    return {"frames": n, "seconds": elapsed, "rate": (n - 1) / elapsed}
+    return {"frames": n, "seconds": elapsed, "rate": (n - 1) / elapsed,
+            "loop_cpu_us_per_frame": round((time.thread_time() - cpu0) / n * 1e6, 2)}
 
 
 def feed_for(mix: str, url: str, transport: str) -> dict:
@@ -59,6 +61,7 @@ async def recorder(url: str, transport: str, mix: str, frames: int, root: Path, 
     async with trio.open_nursery() as nursery:
         pipeline = await nursery.start(lambda task_status: run_recorder(cfg, stop=stop, task_status=task_status))
         t_first = None
+        cpu_first = None
         pending_d, pending_v = [], []  # (time sampled, journal position) awaiting durable / committed
         while True:
             await trio.sleep(0.002)
@@ -67,6 +70,7 @@ async def recorder(url: str, transport: str, mix: str, frames: int, root: Path, 
             n = stats.frames if stats else 0
             if n and t_first is None:
                 t_first = now
+                cpu_first, n_first = (time.thread_time(), resource.getrusage(resource.RUSAGE_SELF)), n
             if n:
                 pos = pipeline.journal.position
                 pending_d.append((now, pos))
@@ -79,6 +83,12 @@ async def recorder(url: str, transport: str, mix: str, frames: int, root: Path, 
                 out["seconds"] = now - t_first
                 out["rate"] = n / (now - t_first)
                 out["frames"] = n
+                # CPU per frame: the event loop's thread (what bounds the rate) and the whole process
+                # (with the flush and fsync threads); steadier than the rate on a shared machine.
+                ru = resource.getrusage(resource.RUSAGE_SELF)
+                out["loop_cpu_us_per_frame"] = round((time.thread_time() - cpu_first[0]) / (n - n_first) * 1e6, 2)
+                out["process_cpu_us_per_frame"] = round((ru.ru_utime + ru.ru_stime - cpu_first[1].ru_utime
+                                                         - cpu_first[1].ru_stime) / (n - n_first) * 1e6, 2)
                 break
         t_stop = time.perf_counter()
         stop.set()

@@ -111,7 +111,7 @@ def compact_partition(root: Path, table: str, live: Path, *, threads: int = 1, m
         reader = (relation.to_arrow_reader(ROW_GROUP_ROWS) if hasattr(relation, "to_arrow_reader")
                   else relation.record_batch(ROW_GROUP_ROWS))  # duckdb < 2
         rows = 0
-        with pq.ParquetWriter(stage / name, file_schema, compression=layout.COMPRESSION) as writer:
+        with pq.ParquetWriter(stage / name, file_schema, **layout.writer_options(file_schema)) as writer:
             for batch in reader:
                 writer.write_table(pa.Table.from_batches([batch]).cast(file_schema), row_group_size=ROW_GROUP_ROWS)
                 rows += batch.num_rows

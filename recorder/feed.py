@@ -148,6 +148,7 @@ class Feed:
         stale = self.cfg.stale_seconds
         slack = stale * 0.05  # moving a deadline costs: move it only when it has slid this far
         ingest, name, venue, now_ns = self.pipeline.ingest_frames, self.cfg.name, self.cfg.venue, self._now_ns
+        pipeline, buffers = self.pipeline, self.pipeline.buffers
         redact = self.redact if self.cfg.secrets else None
         current_time, on_frame = trio.current_time, protocol.on_frame
         # Per-subscription staleness: heartbeats keep a connection alive but are not data. Each
@@ -172,6 +173,9 @@ class Feed:
                     texts = [redact(t) for t in texts]
                 ingest(name, venue, conn_id, seq + 1, ts, texts)
                 seq += len(texts)
+                gate = pipeline.gate
+                if gate is not None and buffers.rows >= gate.limit:
+                    await gate.wait()  # far behind the Parquet flush: let it finish first
                 if expected:
                     if now - oldest > slack:
                         for text in texts:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import timeutil
@@ -51,12 +52,37 @@ def stray_tmp_files(root: Path, instance: str) -> list[Path]:
     return sorted(root.glob(f"*/*/*/.{instance}-*{TMP_SUFFIX}"))
 
 
-def write_tmp(table: pa.Table, final: Path) -> Path:
-    """Write `table` as zstd Parquet under the temporary name for `final`, fsynced. Returns that name."""
+WRITE_CHUNK_ROWS = 64 * 1024
+NOT_DICTIONARY = ("payload", "error")  # free text: every value different
+
+
+def writer_options(file_schema: pa.Schema) -> dict:
+    """Parquet settings for every file of the dataset: zstd, and dictionary encoding only for
+    string columns that repeat (ids, names, enums). pyarrow's default tries a dictionary for every
+    column; on timestamps, sequence numbers, prices and frame payloads it overflows, falls back, and
+    leaves files larger and slower to write. Measured on 100,000 small frames (flush files):
+    raw 7.9 -> 3.8 bytes/row and 45 -> 15 ms to write; chance 13.0 -> 4.6 bytes/row."""
+    return {"compression": COMPRESSION,
+            "use_dictionary": [f.name for f in file_schema
+                               if pa.types.is_string(f.type) and f.name not in NOT_DICTIONARY]}
+
+
+def write_tmp(table: pa.Table, final: Path, *, sort_by: list[tuple[str, str]] | None = None) -> Path:
+    """Write `table` (sorted by `sort_by` if given) as zstd Parquet under the temporary name for
+    `final`, fsynced. Returns that name. Sorted rows are taken and written 64k at a time, one row
+    group each, so a flush holds one chunk's copy and one row group's pages, not a sorted copy
+    of everything plus the whole file's pages."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path(final)
+    order = pc.sort_indices(table, sort_keys=sort_by) if sort_by else None
     with open(tmp, "wb") as f:
-        pq.write_table(table, f, compression=COMPRESSION, row_group_size=256 * 1024)
+        with pq.ParquetWriter(f, table.schema, **writer_options(table.schema)) as writer:
+            for start in range(0, max(table.num_rows, 1), WRITE_CHUNK_ROWS):
+                if order is None:
+                    chunk = table.slice(start, WRITE_CHUNK_ROWS)
+                else:
+                    chunk = table.take(order.slice(start, WRITE_CHUNK_ROWS))
+                writer.write_table(chunk, row_group_size=WRITE_CHUNK_ROWS)
         f.flush()
         os.fsync(f.fileno())
     return tmp

@@ -101,6 +101,7 @@ class Pipeline:
         self.replayed = 0
         self.journal: jr.Journal | None = None
         self.unfinished: Job | None = None  # cut but not yet committed (a commit failed, or is running)
+        self.gate = None  # storage.FlushGate, set by the storage tasks: feeds wait at it when far behind
         self._lock_fd: int | None = None
         self.instance = ""
 

@@ -47,6 +47,38 @@ class _Episode:
         self.attempts = 0
 
 
+class FlushGate:
+    """Backpressure from Parquet flushes to the feeds. A feed that finds `limit` rows buffered
+    asks for a flush now and waits until the flusher has cut the buffers (at once if it is idle,
+    after the running flush otherwise). Meanwhile its transport stops reading the socket once its
+    own queue is full, so TCP pushes back on the venue. Without this a recorder fed faster than it
+    can write Parquet buffers without bound. While flushes are failing (disk full) the gate stays
+    open: feeds keep reading and the journal keeps everything (in memory until it can be written)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.wanted = trio.Event()  # a feed asked for a flush
+        self._cut = trio.Event()
+        self.failing = False
+        self.waits = 0
+
+    async def wait(self) -> None:
+        if self.failing:
+            return
+        self.waits += 1
+        self.wanted.set()
+        await self._cut.wait()
+
+    def cut_made(self) -> None:
+        self._cut.set()
+        self._cut = trio.Event()
+
+    def set_failing(self, failing: bool) -> None:
+        self.failing = failing
+        if failing:
+            self.cut_made()  # release whoever waits: nothing will be cut until the disk is back
+
+
 async def run_group_commit(pipeline: Pipeline, policy: FlushPolicy) -> None:
     """fsync the journal every `commit_interval` while there is something new."""
     episode = _Episode("journal write")
@@ -61,29 +93,41 @@ async def run_group_commit(pipeline: Pipeline, policy: FlushPolicy) -> None:
                 episode.failed(exc)
 
 
-async def run_flusher(pipeline: Pipeline, policy: FlushPolicy) -> None:
-    """Flush when `max_rows` rows are buffered or `max_age` seconds have passed."""
+async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) -> None:
+    """Flush when `max_rows` rows are buffered, `max_age` seconds have passed, or a feed waits at
+    the gate."""
     episode = _Episode("Parquet flush")
     next_due = trio.current_time() + policy.max_age
     while True:
-        await trio.sleep(policy.retry_interval if episode.failing else policy.commit_interval)
+        if episode.failing:
+            await trio.sleep(policy.retry_interval)
+        else:
+            with trio.move_on_after(policy.commit_interval):
+                await gate.wanted.wait()
+        wanted = gate.wanted.is_set()
+        gate.wanted = trio.Event()
         now = trio.current_time()
         if pipeline.unfinished is None:
-            if pipeline.buffers.rows < policy.max_rows and now < next_due:
+            if not wanted and pipeline.buffers.rows < policy.max_rows and now < next_due:
                 continue
             next_due = now + policy.max_age
             if pipeline.buffers.rows == 0 and pipeline.journal.position == pipeline.committed:
                 continue
+        job = pipeline.next_job()
+        gate.cut_made()
         try:
-            await trio.to_thread.run_sync(pipeline.commit, pipeline.next_job())
+            await trio.to_thread.run_sync(pipeline.commit, job)
         except OSError as exc:
             episode.failed(exc)
+            gate.set_failing(True)
             continue
         episode.succeeded()
+        gate.set_failing(False)
 
 
 async def run_storage(pipeline: Pipeline, policy: FlushPolicy) -> None:
     """Run both storage tasks until cancelled. The caller commits the rest with `close()`."""
+    pipeline.gate = gate = FlushGate(policy.max_rows * 2)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_group_commit, pipeline, policy)
-        nursery.start_soon(run_flusher, pipeline, policy)
+        nursery.start_soon(run_flusher, pipeline, policy, gate)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
+import sys
 import time
 
 import trio
@@ -47,9 +49,30 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 20, 50)
 
 
+def tune_arrow() -> None:
+    """Arrow buffers from the C library's malloc (so, with tune_malloc, large ones are mmapped and
+    go back to the system when freed) instead of pyarrow's default mimalloc pool, which keeps
+    freed pages for reuse: over 1M frames, peak RSS ~245 -> ~185 MB, same rate (make bench)."""
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
+def tune_threads() -> None:
+    """Hand the GIL over every 0.5 ms instead of 5 ms. The Parquet flush runs in a worker thread
+    that drops the GIL inside Arrow and must take it back between calls; with the event loop busy
+    reading frames, each take-back waited up to the whole interval, so flushes fell behind and
+    rows piled up. Measured over 1M frames (make bench): peak RSS ~215 -> ~170 MB and a higher
+    frame rate, the flush keeping up."""
+    sys.setswitchinterval(float(os.environ.get("RECORDER_SWITCH_INTERVAL", "0.0005")))
+
+
 def tune_process() -> None:
-    """Process-wide settings for the daemon (not for a library caller): malloc and GC."""
+    """Process-wide settings for the daemon (not for a library caller): malloc, Arrow's pool,
+    the GIL's switch interval, GC."""
     tune_malloc()
+    tune_arrow()
+    tune_threads()
     tune_gc()
 
 

@@ -116,7 +116,6 @@ def write_files(flush: Flush, root: Path, *, instance: str, flush_seq: int) -> l
     """
     pairs = []
     for part_no, ((table, venue, day), batches) in enumerate(sorted(flush.partitions.items())):
-        data = pa.Table.from_batches(batches).sort_by(sort_keys(table))
         final = layout.partition_dir(root, table, venue, day) / layout.file_name(instance, flush_seq, part_no)
-        pairs.append((layout.write_tmp(data, final), final))
+        pairs.append((layout.write_tmp(pa.Table.from_batches(batches), final, sort_by=sort_keys(table)), final))
     return pairs

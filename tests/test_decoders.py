@@ -248,3 +248,20 @@ def test_bad_frames_raise_decode_errors_quoting_the_problem(module, spec, text, 
     """Malformed frames raise DecodeError naming the field and the bad value (they go to rejects)."""
     with pytest.raises(DecodeError, match=message):
         module.make_decoder(module.FeedSpec(**spec)).decode(text, meta(module.VENUE))
+
+
+def test_dedupe_window_remembers_the_last_size_keys_and_forgets_older_ones():
+    """Bounded(size) always knows the last `size` keys, never more than 2 x size, and what it saves
+    in a checkpoint (the last `size`, oldest first) restores the same answers for those keys."""
+    from recorder.venues.base import Bounded
+
+    b = Bounded(100)
+    for i in range(1000):
+        assert b.add_new(i)
+        assert all(k in b for k in range(max(0, i - 99), i + 1))
+        assert sum(1 for k in range(i + 1) if k in b) <= 200
+    assert not b.add_new(999) and 0 not in b
+    saved = b.items()
+    assert saved == list(range(900, 1000))
+    restored = Bounded(100, saved)
+    assert all(k in restored for k in saved) and not restored.add_new(950) and restored.add_new(1)

@@ -276,3 +276,55 @@ async def test_kill_9_of_the_daemon_at_random_moments(tmp_path):
     assert crashed[0]["n"] >= 24  # the connections each kill left open are closed at restart, with the reason
     # What a kill can lose: frames received in the last group-commit interval (200 ms) and in flight.
     assert sum((sent - raw).values()) < 0.1 * sum(sent.values())
+
+
+@trio_test(timeout=90)
+async def test_a_flood_faster_than_the_flush_is_held_back_not_buffered(tmp_path, monkeypatch):
+    """A venue sending as fast as TCP allows while every fsync takes 0.2 s: the feed waits for the
+    running flush whenever 2 x max_rows rows are buffered (TCP pushes back on the sender), so the
+    buffers stay bounded; every frame still lands exactly once."""
+    import json as _json
+
+    import trio_websocket as tw
+
+    from recorder.supervisor import run_recorder
+
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (time.sleep(0.2), real_fsync(fd))[1])
+    n = 20_000
+    frames = [_json.dumps({"t": "UPDATE_HISTORY", "e": "evt-1", "o": ["evt-1-yes"],
+                           "d": {"t": 1_712_160_300 + i, "p": round((i % 100) / 100, 2)}}) for i in range(n)]
+
+    async def flood(request):
+        ws = await request.accept()
+        await ws.get_message()  # the SUBSCRIBE
+        for f in frames:
+            await ws.send_message(f)
+        await trio.sleep(60)
+
+    peak = 0
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(tw.serve_websocket, flood, "127.0.0.1", 0, None)
+        cfg = cfgmod.parse({"storage": {"root": str(tmp_path / "data"), "max_rows": 2000, "commit_interval_ms": 50},
+                            "feeds": [{"name": "flood", "venue": "outpoll", "stream": "chance", "stale_seconds": 60,
+                                       "url": f"ws://127.0.0.1:{server.port}/ws",
+                                       "subscriptions": [{"event": "evt-1", "outcomes": ["evt-1-yes"]}]}]},
+                           environ={})
+        stop = trio.Event()
+        pipeline = await nursery.start(lambda task_status: run_recorder(cfg, stop=stop, task_status=task_status))
+        with trio.fail_after(60):
+            while (s := pipeline.stats.get("flood")) is None or s.frames < n:
+                peak = max(peak, pipeline.buffers.rows)
+                await trio.sleep(0.002)
+        gate = pipeline.gate
+        stop.set()
+        while pipeline.journal is not None:  # until the recorder has committed everything and closed
+            await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()  # the flood server
+    report("flood_backpressure", frames=n, gate_limit_rows=gate.limit, peak_buffered_rows=peak, gate_waits=gate.waits)
+    assert gate.waits > 0  # the flood did outrun the flush
+    # one socket read's run of frames (at most 1024, two rows each) may land after the limit was reached
+    assert peak <= gate.limit + 2 * 1024, peak
+    with Dataset.open(tmp_path / "data") as ds:
+        assert ds.sql("SELECT count(*) AS n, count(DISTINCT seq) AS d FROM raw").to_pylist() == [{"n": n, "d": n}]
+        assert ds.sql("SELECT count(*) AS n FROM chance").to_pylist() == [{"n": n}]

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -281,8 +282,9 @@ class Decoder:
         return self._chance(msg, meta, [base.obj(p, "d[]") for p in base.lst(msg.get("d"), "d")], source="history")
 
     def _chance(self, msg: dict, meta: FrameMeta, points: list[dict], *, source: str) -> list[Record]:
-        event = base.text(msg.get("e"), "e")
-        outcomes = [base.text(o, "o[]") for o in base.lst(msg.get("o"), "o")]
+        # interned: the dedupe window keeps these ids for tens of thousands of points
+        event = sys.intern(base.text(msg.get("e"), "e"))
+        outcomes = [sys.intern(base.text(o, "o[]")) for o in base.lst(msg.get("o"), "o")]
         out: list[Row] = []
         add_new, row = self.points.add_new, Chance.row
         for point in points:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import attrs
 
@@ -52,6 +53,7 @@ def parse_spec(options: dict, path: str, secret) -> tuple[FeedSpec, list[Secret]
     wallet = False
     for i, topic in enumerate(topics):
         name, _, param = topic.partition("/")
+        param = sys.intern(param)  # kept in dedupe keys
         if name not in TOPICS:
             raise ConfigError(f"{path}.topics[{i}]: unknown topic {name!r}; topics: {', '.join(TOPICS)}")
         if name == WALLET:
@@ -173,6 +175,7 @@ class Decoder:
             raise UnknownMessage(f"unknown message type {kind!r}")
         topic = base.text(msg.get("topic"), "topic")
         name, _, param = topic.partition("/")
+        param = sys.intern(param)  # kept in dedupe keys
         data = msg.get("data")
         if name in ("heartbeat", "system"):
             return []
@@ -189,7 +192,9 @@ class Decoder:
         bids = self._levels(d.get("bids"), "data.bids")
         asks = self._levels(d.get("asks"), "data.asks")
         out: list[Record] = []
-        if self.seen.add_new(("book", market, ts_us, bids, asks)):
+        # The key holds the levels' hash, not the levels (a window of 20,000 books would be tens of MB).
+        # Tuples of floats hash the same in every process, so a restored window still matches.
+        if self.seen.add_new(("book", sys.intern(market), ts_us, hash((bids, asks)))):
             out.append(Book.row(venue=meta.venue, feed=meta.feed, ts_event=ts_us, ts_recv=meta.ts_recv,
                                 conn_id=meta.conn_id, seq=meta.seq, market=market, outcome="Yes", bids=bids, asks=asks,
                                 best_bid=bids[0][0] if bids else None, best_ask=asks[0][0] if asks else None,
