@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from .errors import DecodeError
+
 UTC = dt.timezone.utc
 _EPOCH_DATE = dt.date(1970, 1, 1)
 US_PER_DAY = 86_400_000_000
@@ -11,12 +13,23 @@ US_PER_DAY = 86_400_000_000
 
 
 
+# Times must fit Arrow's timestamp[us] (int64). Outside this (about +-292,000 years), a venue's
+# time is nonsense; a frame carrying one is rejected instead of failing the whole flush.
+MAX_US = 2**63 - 1
+
+
+def _checked(us: float, value: float, unit: str) -> int:
+    if not -MAX_US <= us <= MAX_US:
+        raise DecodeError(f"time {value!r} {unit} is out of range")
+    return round(us)  # round() of a float is an int
+
+
 def seconds_to_us(value: float) -> int:
-    return round(float(value) * 1_000_000)  # round() of a float is an int
+    return _checked(float(value) * 1_000_000, value, "s")
 
 
 def ms_to_us(value: float) -> int:
-    return round(float(value) * 1000)
+    return _checked(float(value) * 1000, value, "ms")
 
 
 def iso_to_us(text: str) -> int:

@@ -265,3 +265,20 @@ def test_dedupe_window_remembers_the_last_size_keys_and_forgets_older_ones():
     assert saved == list(range(900, 1000))
     restored = Bounded(100, saved)
     assert all(k in restored for k in saved) and not restored.add_new(950) and restored.add_new(1)
+
+
+@pytest.mark.parametrize("module,frame,spec", [
+    (outpoll, {"t": "UPDATE_HISTORY", "e": "ev", "o": ["y"], "d": {"t": 1e300, "p": 0.5}}, {"stream": "chance"}),
+    (outpoll, '{"t":"UPDATE_HISTORY","e":"ev","o":["y"],"d":{"t":1' + "0" * 400 + ',"p":0.5}}', {"stream": "chance"}),
+    (outpoll, {"t": "TRADE", "e": "ev", "o": "y", "d": {"id": "1", "p": 0.5, "q": 1, "ts": -1e200}}, {"stream": "last_trades"}),
+    (predictfun, {"type": "M", "topic": "kalshiChance/1", "data": {"percentage": 50, "timestamp": 1e300}},
+     {"topics": ("kalshiChance/1",)}),
+    (intots, {"type": "trade", "trade": {"market": "m", "amount": 10**30}}, {"stream": "trades"}),
+])
+def test_numbers_beyond_the_columns_are_rejected_not_fatal(module, frame, spec):
+    """A time or amount that cannot fit its int64 column is a DecodeError (the frame goes to
+    rejects), never an exception that would stop the recorder or fail a flush (found by review:
+    such a frame used to crash the pipeline, and again at every replay)."""
+    d = module.make_decoder(module.FeedSpec(**spec))
+    with pytest.raises(DecodeError, match="out of range"):
+        d.decode(frame if isinstance(frame, str) else json.dumps(frame), meta(module.VENUE))

@@ -190,3 +190,26 @@ def test_runs_of_frames_replay_once_beside_single_frames(tmp_path):
     with Dataset.open(tmp_path / "data") as ds:
         assert ds.sql("SELECT count(*) AS n, count(DISTINCT seq) AS d FROM chance").to_pylist() == [{"n": 299, "d": 299}]
         assert ds.sql("SELECT seq FROM rejects").to_pylist() == [{"seq": 112}]
+
+
+def test_a_frame_with_an_impossible_time_is_rejected_and_the_rest_recorded(tmp_path):
+    """A venue frame whose time overflows the timestamp column goes to rejects; the frames around it
+    are recorded, the flush succeeds, and replaying the journal does not trip on it either."""
+    from recorder.pipeline import Pipeline
+    from recorder.venues import outpoll
+
+    def pipeline():
+        return Pipeline(tmp_path / "data", tmp_path / "journal",
+                        lambda feed: outpoll.make_decoder(outpoll.FeedSpec(stream="chance")), batch_rows=2).open()
+
+    point = '{{"t":"UPDATE_HISTORY","e":"ev","o":["y"],"d":{{"t":{t},"p":0.5}}}}'
+    p = pipeline()
+    p.ingest_frames("f", "outpoll", "c", 1, 1_767_225_600_000_000,
+                    [point.format(t=1_712_160_300), point.format(t="1e300"), point.format(t=1_712_160_301)])
+    crash(p)
+    p2 = pipeline()
+    assert p2.replayed == 3
+    p2.close()
+    with Dataset.open(tmp_path / "data") as ds:
+        assert ds.sql("SELECT seq FROM chance ORDER BY seq").to_pylist() == [{"seq": 1}, {"seq": 3}]
+        assert ds.sql("SELECT seq, error FROM rejects").to_pylist() == [{"seq": 2, "error": "time 1e+300 s is out of range"}]

@@ -110,7 +110,10 @@ def number(value: Any, what: str) -> float:
     if isinstance(value, bool):
         raise DecodeError(f"{what} must be a number, got {_show(value)}")
     if isinstance(value, (int, float)):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:  # an integer beyond any float
+            raise DecodeError(f"{what} is out of range, got {_show(value)}") from None
     elif isinstance(value, str):
         try:
             result = float(value)
@@ -127,9 +130,16 @@ def opt_number(value: Any, what: str) -> float | None:
     return None if value is None else number(value, what)
 
 
+INT64 = 2**63 - 1
+
+
 def integer(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+    """An integer that fits the int64 columns it goes into."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not value.is_integer()):
         raise DecodeError(f"{what} must be an integer, got {_show(value)}")
+    if not -INT64 <= value <= INT64:
+        raise DecodeError(f"{what} is out of range, got {_show(value)}")
     return int(value)
 
 
