@@ -13,6 +13,7 @@ from recorder.errors import DecodeError
 from recorder.records import RECORD_TYPES, from_row
 from recorder.writer import Buffers
 from recorder.venues import intots, outpoll, predictfun
+from recorder.venues import base
 from recorder.venues.base import FrameMeta
 
 META = FrameMeta(venue="v", feed="f", conn_id="c", seq=1, ts_recv=1_760_000_000_000_000)
@@ -78,3 +79,32 @@ def test_valid_envelopes_with_wrong_field_types(value):
 def test_any_text_is_records_or_a_reject(text):
     """Non-JSON text is a reject."""
     check(text)
+
+
+numbers = (st.integers(min_value=-(10**20), max_value=10**20) | st.floats(allow_nan=True, allow_infinity=True)
+           | st.sampled_from([0, 1, 0.5, True, False, 1e300, -1e300, 10**400, 9e12, 1_712_160_300, "0.5", None]))
+points = st.fixed_dictionaries({"t": st.just("UPDATE_HISTORY"), "e": st.sampled_from(["ev", "ev2", 7, None]),
+                                "o": st.lists(st.sampled_from(["y", "n", 3, None]), max_size=2),
+                                "d": st.fixed_dictionaries({"t": numbers, "p": numbers}) | st.sampled_from([None, [], 1])})
+
+
+def _outcome(decoder, call):
+    try:
+        return [from_row(r) if type(r) is tuple else r for r in call()], None, decoder.points.items()
+    except DecodeError as exc:
+        return None, str(exc), decoder.points.items()
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(points, min_size=1, max_size=4))
+def test_outpoll_fast_chance_path_equals_the_checked_path(frames):
+    """The inline fast path for live chance points gives exactly what the fully checked path gives:
+    the same rows, the same rejections with the same message, the same dedupe window."""
+    fast = outpoll.make_decoder(outpoll.FeedSpec(stream="chance"))
+    checked = outpoll.make_decoder(outpoll.FeedSpec(stream="chance"))
+    for msg in frames + frames:  # twice: the second time dedupe must drop the same points
+        text = json.dumps(msg)
+        got = _outcome(fast, lambda: fast.decode(text, META))
+        parsed = base.parse_json(text)
+        want = _outcome(checked, lambda: checked._chance(parsed, META, [base.obj(parsed.get("d"), "d")], source="live"))
+        assert got == want, text

@@ -276,7 +276,22 @@ class Decoder:
 
     # chance --------------------------------------------------------------------------------
     def _point(self, msg: dict, meta: FrameMeta) -> list[Record]:
-        return self._chance(msg, meta, [base.obj(msg.get("d"), "d")], source="live")
+        # The common case, checked inline: one outcome, a numeric time and probability. It gives
+        # exactly the rows _chance gives (tests/test_decoders.py compares the two on generated
+        # points); anything else, malformed frames included, goes the checked way.
+        d, event, outcomes = msg.get("d"), msg.get("e"), msg.get("o")
+        if type(d) is dict and type(event) is str and type(outcomes) is list and len(outcomes) == 1:
+            t, p, outcome = d.get("t"), d.get("p"), outcomes[0]
+            if (type(outcome) is str and type(t) in _NUMBERS and type(p) in _NUMBERS and 0 <= p <= 1
+                    and -_MAX_SECONDS < t < _MAX_SECONDS):
+                t = float(t)
+                key = (sys.intern(event), sys.intern(outcome), t, float(p))
+                if not self.points.add_new(key):
+                    return []
+                return [Chance.row(venue=meta.venue, feed=meta.feed, ts_event=round(t * 1_000_000),
+                                   ts_recv=meta.ts_recv, conn_id=meta.conn_id, seq=meta.seq, market=key[0],
+                                   outcome=key[1], probability=key[3], origin=VENUE, source="live")]
+        return self._chance(msg, meta, [base.obj(d, "d")], source="live")
 
     def _history(self, msg: dict, meta: FrameMeta) -> list[Record]:
         return self._chance(msg, meta, [base.obj(p, "d[]") for p in base.lst(msg.get("d"), "d")], source="history")
@@ -339,6 +354,9 @@ class Decoder:
     def _control(self, msg: dict, meta: FrameMeta) -> list[Record]:
         return []
 
+
+_NUMBERS = (int, float)  # exact types: bool is not a number here
+_MAX_SECONDS = 9e12  # well inside what timestamp[us] holds; beyond it the checked path rejects the frame
 
 _HANDLERS = {
     "PRICES_DATA": Decoder._snapshot,
