@@ -1,6 +1,6 @@
 """A writer process for crash tests: ingests numbered frames as fast as it can through the real
-pipeline and storage tasks (group commit, small flushes), and prints the highest frame id known
-fsynced after every journal sync. The test kills it with SIGKILL at random moments.
+pipeline and storage tasks (group commit, small flushes), in runs as socket reads deliver them,
+and prints the highest frame id known fsynced after every journal sync. The test kills it with SIGKILL at random moments.
 
     python crash_writer.py ROOT RUN_NUMBER [--frames N]
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -38,16 +39,25 @@ async def main(root: Path, run: int, frames: int) -> None:
             pipeline.ingest(jr.Entry(kind=jr.Kind.OPEN, ts_recv=BASE_TS, seq=0, feed="f1", venue="synthetic",
                                      conn_id=conn, text="ws://synthetic"))
             last_durable = 0
-            for i in range(1, frames + 1):
-                text = json.dumps({"i": i, "m": f"m{i % 7}", "o": "Yes", "p": (i % 100) / 100, "t": BASE_TS + i})
-                pipeline.ingest(jr.Entry(kind=jr.Kind.FRAME, ts_recv=BASE_TS + i, seq=i, feed="f1",
-                                         venue="synthetic", conn_id=conn, text=text))
-                if i % 200 == 0:
-                    target = i
+            rng = random.Random(run)
+            i = 1
+            while i <= frames:
+                # runs of frames as socket reads deliver them (one FRAMES entry each), and now and
+                # then a single FRAME entry, the other kind recovery must read
+                n = min(rng.choice((1, 3, 17, 64, 256)), frames - i + 1)
+                texts = [json.dumps({"i": k, "m": f"m{k % 7}", "o": "Yes", "p": (k % 100) / 100, "t": BASE_TS + k})
+                         for k in range(i, i + n)]
+                if n == 1 and rng.random() < 0.5:
+                    pipeline.ingest(jr.Entry(kind=jr.Kind.FRAME, ts_recv=BASE_TS + i, seq=i, feed="f1",
+                                             venue="synthetic", conn_id=conn, text=texts[0]))
+                else:
+                    pipeline.ingest_frames("f1", "synthetic", conn, i, BASE_TS + i, texts)
+                i += n
+                if i - 1 - last_durable >= 200:
+                    target = i - 1
                     await trio.to_thread.run_sync(pipeline.journal.sync)
-                    if target > last_durable:
-                        last_durable = target
-                        print(f"durable {target}", flush=True)
+                    last_durable = target
+                    print(f"durable {target}", flush=True)
             nursery.cancel_scope.cancel()
     pipeline.close()
     print("closed", flush=True)
