@@ -245,9 +245,7 @@ class Pipeline:
         stats.frames += n
         stats.last_frame = ts
         buffers = self.buffers
-        # raw rows in file-column order (schemas/raw.toml): feed, ts_event, ts_recv, conn_id, seq, payload
-        buffers.add_rows("raw", venue, ts // US_PER_DAY,
-                         [(feed, None, ts, conn_id, seq, text) for seq, text in zip(range(first_seq, first_seq + n), texts)])
+        buffers.add_frames(venue, ts // US_PER_DAY, feed, ts, conn_id, first_seq, texts)  # the raw rows
         decode = (self.decoders.get(feed) or self._decoder(feed)).decode
         add, add_row = buffers.add, buffers.add_row
         rows = 0

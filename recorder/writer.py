@@ -9,6 +9,7 @@ encodes and writes them (called in a worker thread).
 from __future__ import annotations
 
 import operator
+from array import array
 from pathlib import Path
 import attrs
 import pyarrow as pa
@@ -24,6 +25,8 @@ class _Partition:
     table: str
     rows: list = attrs.field(factory=list)  # tuples in file-column order
     batches: list[pa.RecordBatch] = attrs.field(factory=list)
+    runs: list = attrs.field(factory=list)  # raw only: (feed, ts_recv, conn_id, first_seq, texts)
+    run_frames: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -67,20 +70,45 @@ class Buffers:
             part.batches.append(self._to_batch(table, rows))
             part.rows = []
 
-    def add_rows(self, table: str, venue: str, day: int, rows: list[tuple]) -> None:
-        """add_row for many rows of one partition."""
-        key = (table, venue, day)
+    def add_frames(self, venue: str, day: int, feed: str, ts_recv: int, conn_id: str, first_seq: int,
+                   texts: list[str]) -> None:
+        """Raw rows for a run of frames, kept as the run (not a tuple per frame) and turned into
+        columns directly: feed, conn_id and ts_recv are one value per run, seq a range."""
+        key = ("raw", venue, day)
         part = self._parts.get(key)
         if part is None:
-            part = self._parts[key] = _Partition(table)
-        buffered = part.rows
-        buffered.extend(rows)
-        self.rows += len(rows)
-        if len(buffered) >= self._batch_rows:
-            size = self._batch_rows
-            for start in range(0, len(buffered) - size + 1, size):
-                part.batches.append(self._to_batch(table, buffered[start : start + size]))
-            part.rows = buffered[len(buffered) - len(buffered) % size :]
+            part = self._parts[key] = _Partition("raw")
+        part.runs.append((feed, ts_recv, conn_id, first_seq, texts))
+        part.run_frames += len(texts)
+        self.rows += len(texts)
+        if part.run_frames >= self._batch_rows:
+            part.batches.append(self._runs_to_batch(part.runs, part.run_frames))
+            part.runs, part.run_frames = [], 0
+
+    def _runs_to_batch(self, runs: list, n: int) -> pa.RecordBatch:
+        sch = self._schemas["raw"]
+        seq, ts = array("q"), array("q")
+        feeds, conns = array("i"), array("i")
+        feed_ids: dict[str, int] = {}
+        conn_ids: dict[str, int] = {}
+        for feed, ts_recv, conn_id, first, texts in runs:
+            k = len(texts)
+            seq.extend(range(first, first + k))
+            ts.extend(array("q", [ts_recv]) * k)
+            feeds.extend(array("i", [feed_ids.setdefault(feed, len(feed_ids))]) * k)
+            conns.extend(array("i", [conn_ids.setdefault(conn_id, len(conn_ids))]) * k)
+
+        def ints(values: array, typ: pa.DataType) -> pa.Array:
+            return pa.Array.from_buffers(typ, n, [None, pa.py_buffer(values)])
+
+        def strings(indices: array, ids: dict) -> pa.Array:
+            return pa.DictionaryArray.from_arrays(ints(indices, pa.int32()), pa.array(list(ids), pa.string())).dictionary_decode()
+
+        columns = {"feed": strings(feeds, feed_ids), "ts_event": pa.nulls(n, sch.field("ts_event").type),
+                   "ts_recv": ints(ts, sch.field("ts_recv").type), "conn_id": strings(conns, conn_ids),
+                   "seq": ints(seq, pa.int64()),
+                   "payload": pa.array([t for run in runs for t in run[4]], pa.string())}
+        return pa.RecordBatch.from_arrays([columns[f.name] for f in sch], schema=sch)
 
     def _to_batch(self, table: str, rows: list) -> pa.RecordBatch:
         sch = self._schemas[table]
@@ -97,6 +125,8 @@ class Buffers:
             batches = part.batches
             if part.rows:
                 batches.append(self._to_batch(part.table, part.rows))
+            if part.runs:
+                batches.append(self._runs_to_batch(part.runs, part.run_frames))
             if batches:
                 out[key] = batches
         flush = Flush(partitions=out, rows=self.rows)

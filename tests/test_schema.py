@@ -86,3 +86,22 @@ def test_rows_and_records_land_in_the_same_files():
     assert a.partitions.keys() == b.partitions.keys()
     for key in a.partitions:
         assert [x.to_pylist() for x in a.partitions[key]] == [x.to_pylist() for x in b.partitions[key]]
+
+
+def test_runs_of_frames_become_the_same_raw_rows_as_tuples():
+    """Raw rows kept as runs (add_frames, the live path) convert to exactly the rows the per-tuple
+    path gives: several feeds and connections, runs of one frame, non-ASCII text, and runs that
+    cross the batch size."""
+    runs = [("f1", 1_700_000_000_000_001, "c1", 1, ["a", "b", "é"]), ("f2", 1_700_000_000_000_002, "c2", 1, ["x"]),
+            ("f1", 1_700_000_000_000_003, "c1", 4, [str(i) for i in range(10)]), ("f1", 1_700_000_000_000_004, "c3", 1, [""])]
+    by_run, by_tuple = Buffers(batch_rows=4), Buffers(batch_rows=4)
+    for feed, ts, conn, first, texts in runs:
+        by_run.add_frames("v", 3, feed, ts, conn, first, texts)
+        for i, t in enumerate(texts):
+            by_tuple.add_row("raw", "v", 3, (feed, None, ts, conn, first + i, t))
+    assert by_run.rows == by_tuple.rows == 15
+    a, b = by_run.cut(), by_tuple.cut()
+    rows = lambda flush: sorted(r for batch in flush.partitions[("raw", "v", 3)] for r in  # noqa: E731
+                                map(lambda d: tuple(d.values()), batch.to_pylist()))
+    assert rows(a) == rows(b) and len(rows(a)) == 15
+    assert all(batch.schema == schema.load("raw").file_schema for batch in a.partitions[("raw", "v", 3)])
