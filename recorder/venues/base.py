@@ -179,11 +179,14 @@ class Bounded:
 
     def add_new(self, key) -> bool:
         """Add `key`; False if it was already there (the dedupe test and insert in one call)."""
-        current = self._current
-        if key in current or key in self._previous:
+        if key in self._previous:
             return False
-        current[key] = None
-        if len(current) >= self._size:
+        current = self._current
+        n = len(current)
+        current.setdefault(key)  # lookup and insert with one hash of the key
+        if len(current) == n:
+            return False
+        if n + 1 >= self._size:
             self._previous, self._current = current, {}
         return True
 

@@ -231,7 +231,13 @@ class Decoder:
         self.trades = Bounded(20_000, state.get("trades"))
 
     def decode(self, text: str, meta: FrameMeta) -> list[Record]:
-        msg = base.obj(base.parse_json(text), "frame")
+        msg = base.parse_json(text)
+        if type(msg) is dict:  # the common case, dispatched without the checks below
+            kind = msg.get("t")
+            handler = _HANDLERS.get(kind) if type(kind) is str else None
+            if handler is not None:
+                return handler(self, msg, meta)
+        msg = base.obj(msg, "frame")
         kind = msg.get("t")
         if kind is None:
             if self.spec.stream == "balances" and "a" in msg:
