@@ -25,6 +25,9 @@ SCENARIOS = [
      "pytest tests/test_reliability.py::test_disk_full_keeps_connections_and_loses_nothing"),
     ("slow_disk", "Every fsync takes 0.5 s; heartbeats and pings every 0.2 s",
      "pytest tests/test_reliability.py::test_slow_disk_never_blocks_the_read_loop"),
+    ("flood_backpressure", "A venue floods as fast as TCP allows while every fsync takes 0.2 s (max_rows 2,000): "
+     "feeds wait at the flush gate, buffers stay bounded, every frame lands once",
+     "pytest tests/test_reliability.py::test_a_flood_faster_than_the_flush_is_held_back_not_buffered"),
     ("silent_subscription", "One predict.fun topic goes silent while heartbeats flow",
      "pytest tests/test_reliability.py::test_a_silent_subscription_is_noticed_while_heartbeats_flow"),
 ]

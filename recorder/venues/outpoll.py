@@ -187,7 +187,7 @@ class Protocol:
         return None if i < 0 else text[i + 5 : text.find('"', i + 5)]
 
     def on_frame(self, text: str) -> Control:
-        if self.subscribed and "rror" not in text[:64]:
+        if self.subscribed and text.find("rror", 0, 64) < 0:
             return NOTHING
         msg = base.control_message(text)
         if msg is None:

@@ -119,8 +119,8 @@ class Protocol:
         return None if topic in ("heartbeat", "system") else topic
 
     def on_frame(self, text: str) -> Control:
-        head = text[:48]
-        if '"M"' in head and '"heartbeat"' not in text[:80] and '"system"' not in text[:80]:
+        if (text.find('"M"', 0, 48) >= 0 and text.find('"heartbeat"', 0, 80) < 0
+                and text.find('"system"', 0, 80) < 0):
             return NOTHING  # a data push: the fast path
         msg = base.control_message(text)
         if msg is None:
