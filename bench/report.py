@@ -27,11 +27,17 @@ def main() -> None:
          "", "## Ingest (frames per second)", "",
          f"Best of {len(ing['small/websockets/bare']['runs'])} runs of each client, the clients interleaved round by "
          "round; every run is in bench-out/results.json.", "",
-         "| mix | transport | bare client | full recorder | recorder / bare, same transport |", "|---|---|---|---|---|"]
+         "| mix | transport | bare client | full recorder | recorder / bare, same transport | event-loop CPU per frame, "
+         "bare / recorder |", "|---|---|---|---|---|---|"]
     for mix, label in (("small", "small chance updates (~95 B)"), ("book", "order books (~300 B)")):
         for t in ("websockets", "trio-websocket"):
-            b, c = ing[f"{mix}/{t}/bare"]["rate"], ing[f"{mix}/{t}/recorder"]["rate"]
-            L.append(f"| {label} | {t} | {fmt(b)} | {fmt(c)} | {c / b:.2f} |")
+            bare_run, rec_run = ing[f"{mix}/{t}/bare"], ing[f"{mix}/{t}/recorder"]
+            b, c = bare_run["rate"], rec_run["rate"]
+            cpu = (f"{bare_run['loop_cpu_us_per_frame']:.1f} / {rec_run['loop_cpu_us_per_frame']:.1f} µs"
+                   if "loop_cpu_us_per_frame" in rec_run else "—")
+            L.append(f"| {label} | {t} | {fmt(b)} | {fmt(c)} | {c / b:.2f} | {cpu} |")
+    L += ["", "All runs (frames/s), in order: " + "; ".join(
+        f"{k} {', '.join(f'{x:,}' for x in v['runs'])}" for k, v in ing.items() if "runs" in v) + "."]
     s, bk = rat["small"], rat["book"]
     vs_tw = "recorder on websockets / bare trio-websocket"
     L += ["", "The full recorder journals, decodes, buffers and writes Parquet; bare clients read and discard.", "",
