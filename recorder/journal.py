@@ -245,6 +245,8 @@ class Journal:
             if len(self._prefixes) > 1000:
                 self._prefixes.clear()
             prefix = self._prefixes[key] = names_prefix(feed, venue, conn_id)
+        if len(texts) == 1:  # a run of one (light traffic): the plainer single-frame entry
+            return self._queue_bytes(encode_parts(Kind.FRAME, ts_recv, first_seq, prefix, texts[0]))
         return self._queue_bytes(encode_frames(ts_recv, first_seq, prefix, texts))
 
     def _queue_bytes(self, data: bytes) -> Position:

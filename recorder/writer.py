@@ -93,10 +93,22 @@ class Buffers:
         conn_ids: dict[str, int] = {}
         for feed, ts_recv, conn_id, first, texts in runs:
             k = len(texts)
-            seq.extend(range(first, first + k))
-            ts.extend(array("q", [ts_recv]) * k)
-            feeds.extend(array("i", [feed_ids.setdefault(feed, len(feed_ids))]) * k)
-            conns.extend(array("i", [conn_ids.setdefault(conn_id, len(conn_ids))]) * k)
+            f = feed_ids.get(feed)
+            if f is None:
+                f = feed_ids[feed] = len(feed_ids)
+            c = conn_ids.get(conn_id)
+            if c is None:
+                c = conn_ids[conn_id] = len(conn_ids)
+            if k == 1:  # light traffic: runs of one frame
+                seq.append(first)
+                ts.append(ts_recv)
+                feeds.append(f)
+                conns.append(c)
+            else:
+                seq.extend(range(first, first + k))
+                ts.extend(array("q", [ts_recv]) * k)
+                feeds.extend(array("i", [f]) * k)
+                conns.extend(array("i", [c]) * k)
 
         def ints(values: array, typ: pa.DataType) -> pa.Array:
             return pa.Array.from_buffers(typ, n, [None, pa.py_buffer(values)])

@@ -1,5 +1,6 @@
-"""trio-websocket behind the transport seam. It answers pings itself while `receive` is called
-often enough (its queue holds one message; a consumer that stops reading stops answering)."""
+"""trio-websocket behind the transport seam. Its reader task answers pings itself and queues up
+to MESSAGE_QUEUE messages; once the queue is full it stops reading (and answering) until the
+consumer catches up. `receive_many` takes every queued message at once."""
 
 from __future__ import annotations
 
@@ -14,9 +15,15 @@ from ..errors import ConnectFailed, ConnectionClosed
 from . import CLOSE_TIMEOUT, unwrap
 
 
+MESSAGE_QUEUE = 8192  # as the websockets transport's MAX_QUEUED
+
+
 class TrioWebsocketConnection:
     def __init__(self, ws: tw.WebSocketConnection) -> None:
         self._ws = ws
+        # trio-websocket has no public "take what is queued": its receive channel is read directly
+        # for the messages after the first (none of them waits); without it, one message per call.
+        self._queued = getattr(ws, "_recv_channel", None)
 
     async def send(self, text: str) -> None:
         try:
@@ -32,7 +39,16 @@ class TrioWebsocketConnection:
         return message if isinstance(message, str) else message.decode("utf-8", "replace")
 
     async def receive_many(self, limit: int = 1024) -> list[str]:
-        return [await self.receive()]  # trio-websocket hands over one message at a time
+        batch = [await self.receive()]
+        queued = self._queued
+        if queued is not None:
+            while len(batch) < limit:
+                try:
+                    message = queued.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break  # nothing more now; a close is raised by the next receive()
+                batch.append(message if isinstance(message, str) else message.decode("utf-8", "replace"))
+        return batch
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
@@ -57,7 +73,8 @@ async def open_triows(url: str, *, headers: list[tuple[str, str]], max_message_b
     try:
         async with tw.open_websocket_url(url, ssl_context=ssl_context,
                                          extra_headers=[(k.encode(), v.encode()) for k, v in headers],
-                                         max_message_size=max_message_bytes, connect_timeout=connect_timeout,
+                                         max_message_size=max_message_bytes, message_queue_size=MESSAGE_QUEUE,
+                                         connect_timeout=connect_timeout,
                                          disconnect_timeout=CLOSE_TIMEOUT) as ws:
             opened = True
             yield TrioWebsocketConnection(ws)
