@@ -110,17 +110,26 @@ QUERIES = {
 }
 
 
-def time_queries(root: Path, repeat: int = 5) -> dict:
-    out = {}
-    with Dataset.open(root) as ds:
+def time_queries(*roots: Path, repeat: int = 9) -> list[dict]:
+    """Best time of each query on each dataset, the datasets taking turns run by run (so a slow
+    spell of the machine falls on both sides of a comparison alike)."""
+    out: list[dict] = [{} for _ in roots]
+    sets = [Dataset.open(r) for r in roots]
+    try:
         for label, (name, params) in QUERIES.items():
-            ds.query(name, **params)  # warm the OS cache
-            best = float("inf")
+            for ds in sets:
+                ds.query(name, **params)  # warm the OS cache
+            best = [float("inf")] * len(sets)
             for _ in range(repeat):
-                t = time.perf_counter()
-                ds.query(name, **params)
-                best = min(best, time.perf_counter() - t)
-            out[label] = best
+                for i, ds in enumerate(sets):
+                    t = time.perf_counter()
+                    ds.query(name, **params)
+                    best[i] = min(best[i], time.perf_counter() - t)
+            for i in range(len(sets)):
+                out[i][label] = best[i]
+    finally:
+        for ds in sets:
+            ds.close()
     return out
 
 
@@ -134,12 +143,11 @@ def run(work: Path, *, scale: float = 1.0) -> dict:
     counts = build(work, scale=scale)
     built = time.perf_counter() - t
     files_before = len(layout.data_files(work / "recorded"))
-    before = time_queries(work / "recorded", repeat=2)
+    (before,) = time_queries(work / "recorded", repeat=2)
     t = time.perf_counter()
     compact.compact(work / "recorded")
     compact_s = time.perf_counter() - t
-    after = time_queries(work / "recorded")
-    ideal = time_queries(work / "ideal")
+    after, ideal = time_queries(work / "recorded", work / "ideal")
     return {"rows": counts, "build_seconds": built, "files_before_compaction": files_before,
             "files_after_compaction": len(layout.data_files(work / "recorded")), "compact_seconds": compact_s,
             "query_seconds_uncompacted": before, "query_seconds_compacted": after, "query_seconds_ideal": ideal,

@@ -73,7 +73,7 @@ def main() -> None:
               f"{q['rows']['trades']:,} trade rows)", "",
               f"Written by the recorder's writer with the default flush policy ({q['files_before_compaction']} files), "
               f"then compacted ({q['files_after_compaction']} files, {q['compact_seconds']:.1f} s). Reference: the same "
-              "rows as one sorted file per partition. Best of 5, warm cache.", "",
+              "rows as one sorted file per partition. Best of 9, warm cache, the two layouts taking turns run by run.", "",
               "| query | before compaction | compacted | ideal | compacted / ideal |", "|---|---|---|---|---|"]
         for k in q["query_seconds_ideal"]:
             ratio = q["query_ratio_compacted_to_ideal"][k]
