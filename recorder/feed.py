@@ -173,9 +173,6 @@ class Feed:
                     texts = [redact(t) for t in texts]
                 ingest(name, venue, conn_id, seq + 1, ts, texts)
                 seq += len(texts)
-                gate = pipeline.gate
-                if gate is not None and buffers.rows >= gate.limit:
-                    await gate.wait()  # far behind the Parquet flush: let it finish first
                 if expected:
                     if now - oldest > slack:
                         for text in texts:
@@ -210,6 +207,10 @@ class Feed:
                     if control.reconnect and not wake.is_set():
                         result.reason, result.immediate = self.redact(control.reconnect), True
                         wake.set()  # the next connection starts now; this one is read until it closes
+                # Far ahead of the Parquet flush: wait for its cut (after this run's replies are sent).
+                gate = pipeline.gate
+                if gate is not None and buffers.rows >= gate.limit:
+                    await gate.wait()
         result.reason = f"stale: no frame for {stale:g} s"
         log.warning("feed %s: %s; reconnecting", name, result.reason)
         await conn.aclose(1000, "stale")
