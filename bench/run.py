@@ -12,16 +12,22 @@ import platform
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 OUT = Path("bench-out")
 
 
-def start_sender(mix: str, frames: int) -> tuple[subprocess.Popen, int]:
+@contextmanager
+def sender_running(mix: str, frames: int) -> Iterator[int]:
+    """A sender process for the mix, killed on exit; yields its port."""
     proc = subprocess.Popen([sys.executable, "-m", "bench.sender", "--mix", mix, "--frames", str(frames)],
                             stdout=subprocess.PIPE, text=True)
-    port = int(proc.stdout.readline().split()[1])
-    return proc, port
+    try:
+        yield int(proc.stdout.readline().split()[1])
+    finally:
+        proc.kill()
 
 
 def client(mode: str, transport: str, mix: str, port: int, frames: int, storage: dict | None = None) -> dict:
@@ -38,8 +44,7 @@ def ingest(frames: int, repeats: int) -> dict:
     machine hits them alike); the best run of each is its figure, every run is kept."""
     results: dict = {}
     for mix in ("small", "book"):
-        sender, port = start_sender(mix, frames)
-        try:
+        with sender_running(mix, frames) as port:
             for round_no in range(repeats):
                 for transport in ("websockets", "trio-websocket"):
                     for mode in ("bare", "recorder"):
@@ -52,23 +57,18 @@ def ingest(frames: int, repeats: int) -> dict:
                         results[key] = {**best, "runs": runs}
                         print(f"  ingest {mix:5} {transport:14} {mode:8} round {round_no + 1}: {r['rate']:>10,.0f} frames/s"
                               f"  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
-        finally:
-            sender.kill()
     return results
 
 
 def memory(frames: int) -> dict:
     results = {}
-    sender, port = start_sender("small", frames)
-    try:
+    with sender_running("small", frames) as port:
         for transport in ("websockets", "trio-websocket"):
             r = client("recorder", transport, "small", port, frames)
             results[transport] = r
             print(f"  memory {frames:,} frames on {transport}: peak RSS {r['peak_rss_mb']:.0f} MB, "
                   f"durable p50/p99 {r['durable_ms_p50']}/{r['durable_ms_p99']} ms, "
                   f"visible p50/p99 {r['visible_ms_p50']}/{r['visible_ms_p99']} ms", flush=True)
-    finally:
-        sender.kill()
     return results
 
 

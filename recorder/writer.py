@@ -125,9 +125,9 @@ class Buffers:
     def _to_batch(self, table: str, rows: list) -> pa.RecordBatch:
         sch = self._schemas[table]
         arrays = [pa.array(column, type=field.type) for column, field in zip(zip(*rows), sch)]
-        for field, array in zip(sch, arrays):
-            if array.null_count and not field.nullable:
-                raise ValueError(f"{table}.{field.name} is required but {array.null_count} rows have none (a decoder bug)")
+        for field, arr in zip(sch, arrays):
+            if arr.null_count and not field.nullable:
+                raise ValueError(f"{table}.{field.name} is required but {arr.null_count} rows have none (a decoder bug)")
         return pa.RecordBatch.from_arrays(arrays, schema=sch)
 
     def cut(self) -> Flush:
