@@ -79,11 +79,16 @@ _COUNT = struct.Struct("<I")
 
 
 def encode_frames(ts_recv: int, first_seq: int, prefix: bytes, texts: list[str]) -> bytes:
-    blobs = [t.encode() for t in texts]
+    return encode_frames_blobs(ts_recv, first_seq, prefix, [t.encode() for t in texts])[0]
+
+
+def encode_frames_blobs(ts_recv: int, first_seq: int, prefix: bytes, blobs: list[bytes]) -> tuple[bytes, list[int]]:
+    """A FRAMES entry of UTF-8 frames, and their lengths (the frames are the entry's last bytes)."""
     n = len(blobs)
+    lengths = list(map(len, blobs))
     body = b"".join((_FIXED.pack(Kind.FRAMES, ts_recv, first_seq), prefix, _COUNT.pack(n),
-                     struct.pack(f"<{n}I", *map(len, blobs)), *blobs))
-    return _HEAD.pack(len(body), zlib.crc32(body)) + body
+                     struct.pack(f"<{n}I", *lengths), *blobs))
+    return _HEAD.pack(len(body), zlib.crc32(body)) + body, lengths
 
 
 def split_frames(data: memoryview | bytes) -> list[str]:
@@ -237,8 +242,10 @@ class Journal:
         return self._queue_bytes(encode(entry))
 
     def append_frames(self, feed: str, venue: str, conn_id: str, first_seq: int, ts_recv: int,
-                      texts: list[str]) -> Position:
-        """One FRAMES entry for frames received together: the hot path."""
+                      texts: list[str]) -> tuple[memoryview, list[int]]:
+        """One FRAMES entry for frames received together: the hot path. Returns the frames' UTF-8
+        bytes (a view of the entry's tail, one after another) and their lengths, from which the
+        raw table's payload column is built without encoding the frames a second time."""
         key = (feed, venue, conn_id)
         prefix = self._prefixes.get(key)
         if prefix is None:
@@ -246,8 +253,14 @@ class Journal:
                 self._prefixes.clear()
             prefix = self._prefixes[key] = names_prefix(feed, venue, conn_id)
         if len(texts) == 1:  # a run of one (light traffic): the plainer single-frame entry
-            return self._queue_bytes(encode_parts(Kind.FRAME, ts_recv, first_seq, prefix, texts[0]))
-        return self._queue_bytes(encode_frames(ts_recv, first_seq, prefix, texts))
+            blob = texts[0].encode()
+            body = _FIXED.pack(Kind.FRAME, ts_recv, first_seq) + prefix + blob
+            entry, lengths = _HEAD.pack(len(body), zlib.crc32(body)) + body, [len(blob)]
+        else:
+            entry, lengths = encode_frames_blobs(ts_recv, first_seq, prefix, [t.encode() for t in texts])
+        self._queue_bytes(entry)
+        size = sum(lengths) if len(lengths) > 1 else lengths[0]
+        return memoryview(entry)[len(entry) - size:], lengths
 
     def _queue_bytes(self, data: bytes) -> Position:
         if self._offset and self._offset + len(data) > self._segment_bytes:

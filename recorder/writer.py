@@ -1,16 +1,22 @@
 """Columnar buffers per table and partition, cut into flush jobs written as Parquet.
 
-Rows are appended as records; every `batch_rows` rows a partition's records are turned into an
-Arrow RecordBatch, so a million buffered rows cost tens of MB, not hundreds. `cut()` hands all
-buffered batches over as one `Flush` (called on the event loop, cheap); `write_files()` sorts,
-encodes and writes them (called in a worker thread).
+Rows arrive three ways: as records or row tuples (`add`, `add_row`), as runs of raw frames
+(`add_frames`), and, on the hottest decode paths, column by column (`columns()`: a decoder
+appends each value to its column, numbers into typed arrays that Arrow takes without converting
+them one by one). Every `batch_rows` rows a partition's rows become an Arrow RecordBatch, so a
+million buffered rows cost tens of MB, not hundreds. `cut()` hands all buffered batches over as
+one `Flush` (called on the event loop, cheap); `write_files()` sorts, encodes and writes them
+(called in a worker thread).
 """
 
 from __future__ import annotations
 
 import operator
 from array import array
+from itertools import accumulate
 from pathlib import Path
+from typing import Any
+
 import attrs
 import pyarrow as pa
 
@@ -25,8 +31,9 @@ class _Partition:
     table: str
     rows: list = attrs.field(factory=list)  # tuples in file-column order
     batches: list[pa.RecordBatch] = attrs.field(factory=list)
-    runs: list = attrs.field(factory=list)  # raw only: (feed, ts_recv, conn_id, first_seq, texts)
+    runs: list = attrs.field(factory=list)  # raw only: (feed, ts_recv, conn_id, first_seq, data, lengths)
     run_frames: int = 0
+    run_bytes: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -42,12 +49,76 @@ def _row_getter(table: str):
     return operator.attrgetter(*schema.load(table).file_columns)
 
 
+# A raw batch is cut at this many payload bytes, if not at batch_rows frames first: Arrow string
+# offsets are 32-bit, and a few huge frames should not hold much memory.
+_RAW_BATCH_BYTES = 64 * 1024 * 1024
+
+_TYPECODES = {"int64": "q", "timestamp": "q", "int32": "i", "float64": "d"}
+
+
+class Columns:
+    """Rows of one table that share their constant columns (feed, connection, origin...), kept
+    column by column: each varying column is a typed array (numbers, no nulls) or a list (strings).
+    A decoder appends one value per varying column per row, through `appenders()`; `day_column`
+    (a timestamp column) decides each row's date partition."""
+
+    __slots__ = ("table", "venue", "consts", "names", "cols", "day_column")
+
+    def __init__(self, table: str, venue: str, consts: dict[str, Any], day_column: str) -> None:
+        sch = schema.load(table)
+        self.table, self.venue, self.consts, self.day_column = table, venue, consts, day_column
+        self.names = tuple(n for n in sch.file_columns if n not in consts)
+        types = {c.name: c.type_name for c in sch.columns}
+        if types.get(day_column) != "timestamp" or day_column in consts:
+            raise ValueError(f"{table}: day_column {day_column!r} must be a varying timestamp column")
+        self.cols = {n: array(_TYPECODES[types[n]]) if types[n] in _TYPECODES else [] for n in self.names}
+
+    def __len__(self) -> int:
+        return len(self.cols[self.day_column])
+
+    def appenders(self, *names: str) -> tuple:
+        """The `append` methods of the named columns (every varying column must get one value per row)."""
+        if sorted(names) != sorted(self.names):
+            raise ValueError(f"{self.table}: the varying columns are {self.names}, got {names}")
+        return tuple(self.cols[n].append for n in names)
+
+    def to_batches(self, sch: pa.Schema) -> list[tuple[int, pa.RecordBatch]]:
+        """(day, batch) for every date the rows fall on (nearly always one)."""
+        n = len(self)
+        arrays = []
+        for field in sch:
+            name = field.name
+            if name in self.consts:
+                value = self.consts[name]
+                arr = pa.nulls(n, field.type)
+                arrays.append(arr if value is None else arr.fill_null(pa.scalar(value, field.type)))
+                continue
+            col = self.cols[name]
+            if len(col) != n:
+                raise ValueError(f"{self.table}.{name} has {len(col)} values for {n} rows (a decoder bug)")
+            if isinstance(col, array):
+                arrays.append(pa.Array.from_buffers(field.type, n, [None, pa.py_buffer(col)]))
+            else:
+                arr = pa.array(col, type=field.type)
+                if arr.null_count and not field.nullable:
+                    raise ValueError(f"{self.table}.{name} is required but {arr.null_count} rows have none (a decoder bug)")
+                arrays.append(arr)
+        batch = pa.RecordBatch.from_arrays(arrays, schema=sch)
+        stamps = self.cols[self.day_column]
+        first, last = min(stamps) // timeutil.US_PER_DAY, max(stamps) // timeutil.US_PER_DAY
+        if first == last:
+            return [(first, batch)]
+        days = [t // timeutil.US_PER_DAY for t in stamps]
+        return [(day, batch.filter(pa.array([d == day for d in days]))) for day in sorted(set(days))]
+
+
 class Buffers:
     """Per-table, per-partition row buffers."""
 
     def __init__(self, *, batch_rows: int = 8192) -> None:
         self._batch_rows = batch_rows
         self._parts: dict[PartitionKey, _Partition] = {}
+        self._columns: dict[tuple, Columns] = {}
         self._getters = {t: _row_getter(t) for t in schema.TABLES}
         self._schemas = {t: schema.load(t).file_schema for t in schema.TABLES}
         self.rows = 0
@@ -71,19 +142,51 @@ class Buffers:
             part.rows = []
 
     def add_frames(self, venue: str, day: int, feed: str, ts_recv: int, conn_id: str, first_seq: int,
-                   texts: list[str]) -> None:
+                   texts: list[str], data: memoryview | bytes | None = None, lengths: list[int] | None = None) -> None:
         """Raw rows for a run of frames, kept as the run (not a tuple per frame) and turned into
-        columns directly: feed, conn_id and ts_recv are one value per run, seq a range."""
+        columns directly: feed, conn_id and ts_recv are one value per run, seq a range, and the
+        payloads one buffer. `data` and `lengths`, when given, are the frames' UTF-8 bytes one
+        after another (the journal entry's tail) and their lengths: then nothing is encoded here."""
+        if data is None:
+            blobs = [t.encode() for t in texts]
+            data, lengths = b"".join(blobs), list(map(len, blobs))
         key = ("raw", venue, day)
         part = self._parts.get(key)
         if part is None:
             part = self._parts[key] = _Partition("raw")
-        part.runs.append((feed, ts_recv, conn_id, first_seq, texts))
+        part.runs.append((feed, ts_recv, conn_id, first_seq, data, lengths))
         part.run_frames += len(texts)
+        part.run_bytes += len(data)
         self.rows += len(texts)
-        if part.run_frames >= self._batch_rows:
+        if part.run_frames >= self._batch_rows or part.run_bytes >= _RAW_BATCH_BYTES:
             part.batches.append(self._runs_to_batch(part.runs, part.run_frames))
-            part.runs, part.run_frames = [], 0
+            part.runs, part.run_frames, part.run_bytes = [], 0, 0
+
+    def columns(self, table: str, venue: str, consts: tuple[tuple[str, Any], ...], day_column: str) -> Columns:
+        """The column buffer for rows of `table` with these constant columns ((name, value) pairs),
+        for a decoder to append to. Call it once per run of frames: a buffer that has reached
+        `batch_rows` rows is turned into batches here and a fresh one handed out. The caller adds
+        the number of rows it appended to `rows`."""
+        key = (table, venue, consts)
+        cols = self._columns.get(key)
+        if cols is None:
+            cols = self._columns[key] = Columns(table, venue, dict(consts), day_column)
+        elif len(cols) >= self._batch_rows:
+            self._seal(key, cols)
+            cols = self._columns[key] = Columns(table, venue, cols.consts, day_column)
+        return cols
+
+    def _seal(self, key: tuple, cols: Columns) -> None:
+        del self._columns[key]
+        if not len(cols):
+            return
+        table, venue = cols.table, cols.venue
+        for day, batch in cols.to_batches(self._schemas[table]):
+            pkey = (table, venue, day)
+            part = self._parts.get(pkey)
+            if part is None:
+                part = self._parts[pkey] = _Partition(table)
+            part.batches.append(batch)
 
     def _runs_to_batch(self, runs: list, n: int) -> pa.RecordBatch:
         sch = self._schemas["raw"]
@@ -91,8 +194,10 @@ class Buffers:
         feeds, conns = array("i"), array("i")
         feed_ids: dict[str, int] = {}
         conn_ids: dict[str, int] = {}
-        for feed, ts_recv, conn_id, first, texts in runs:
-            k = len(texts)
+        offsets = array("i", [0])
+        end = 0
+        for feed, ts_recv, conn_id, first, data, lengths in runs:
+            k = len(lengths)
             f = feed_ids.get(feed)
             if f is None:
                 f = feed_ids[feed] = len(feed_ids)
@@ -100,11 +205,17 @@ class Buffers:
             if c is None:
                 c = conn_ids[conn_id] = len(conn_ids)
             if k == 1:  # light traffic: runs of one frame
+                end += lengths[0]
+                offsets.append(end)
                 seq.append(first)
                 ts.append(ts_recv)
                 feeds.append(f)
                 conns.append(c)
             else:
+                ends = accumulate(lengths, initial=end)
+                next(ends)  # `end` itself is already there
+                offsets.extend(ends)
+                end = offsets[-1]
                 seq.extend(range(first, first + k))
                 ts.extend(array("q", [ts_recv]) * k)
                 feeds.extend(array("i", [f]) * k)
@@ -119,7 +230,8 @@ class Buffers:
         columns = {"feed": strings(feeds, feed_ids), "ts_event": pa.nulls(n, sch.field("ts_event").type),
                    "ts_recv": ints(ts, sch.field("ts_recv").type), "conn_id": strings(conns, conn_ids),
                    "seq": ints(seq, pa.int64()),
-                   "payload": pa.array([t for run in runs for t in run[4]], pa.string())}
+                   "payload": pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
+                                                                     pa.py_buffer(b"".join(run[4] for run in runs))])}
         return pa.RecordBatch.from_arrays([columns[f.name] for f in sch], schema=sch)
 
     def _to_batch(self, table: str, rows: list) -> pa.RecordBatch:
@@ -132,6 +244,8 @@ class Buffers:
 
     def cut(self) -> Flush:
         """Take everything buffered, as Arrow batches; the buffers start empty again."""
+        for key, cols in list(self._columns.items()):
+            self._seal(key, cols)
         out: dict[PartitionKey, list[pa.RecordBatch]] = {}
         for key, part in self._parts.items():
             batches = part.batches

@@ -243,6 +243,9 @@ def test_predictfun_protocol_heartbeat_echo_and_notice():
     (intots, dict(stream="trades"), '{"type":"trade","trade":{"amount":"lots","market":"m"}}', "trade.amount must be an integer"),
     (predictfun, dict(topics=("x/1",)), '{"type":"M","topic":"predictOrderbook/1","data":{"bids":[[0.5]]}}', "must be \\[price, shares\\]"),
     (predictfun, dict(topics=("x/1",)), '[1,2]', "frame must be an object"),
+    # a lone surrogate escape parses (json.loads) but no Arrow string can hold it: it crashed the flush
+    (outpoll, dict(stream="chance"), '{"t":"UPDATE_HISTORY","e":"\\ud800","o":["y"],"d":{"t":1,"p":0.5}}', "lone surrogate"),
+    (predictfun, dict(topics=("x/1",)), '{"type":"M","topic":"polymarketChance/1","data":{"m":"\\udfff"}}', "lone surrogate"),
 ])
 def test_bad_frames_raise_decode_errors_quoting_the_problem(module, spec, text, message):
     """Malformed frames raise DecodeError naming the field and the bad value (they go to rejects)."""

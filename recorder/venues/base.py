@@ -42,6 +42,14 @@ class Decoder(TypingProtocol):
     def state(self) -> dict:
         """JSON-able dedupe state, saved with every Parquet commit."""
 
+    # Optional, for the hottest message types: a decoder may also have
+    #     decode_run(texts, meta, buffers, slow) -> int
+    # taking a whole run of frames (meta.seq is the first frame's number). It appends the rows of
+    # the frames it recognises straight into column buffers (`buffers.columns(...)`, writer.py)
+    # and returns how many; for every other frame, in order, it calls slow(i), which runs
+    # decode() on texts[i]. The result must be exactly what decode() frame by frame gives
+    # (tests/test_decoders.py checks this on generated runs).
+
     def restore(self, state: dict) -> None:
         """Take back a state returned by `state()`."""
 
@@ -69,7 +77,8 @@ class RawOnlyDecoder:
 def parse_json(text: str) -> Any:
     """Parse a frame: orjson (a quarter of json.loads's cost per frame), and the standard library
     for whatever orjson refuses (NaN, numbers beyond a double, nesting deeper than 1024), so those
-    are accepted or rejected exactly as json.loads would. One difference remains: orjson reads an
+    are accepted or rejected exactly as json.loads would, except a lone surrogate escape
+    ("\\ud800"), which no string column can hold: rejected. One difference remains: orjson reads an
     integer outside [-2**63, 2**64) as a float. As a number (price, time) that is the same float
     json.loads's integer would become; as an id, `text()` rejects it with a clear message. The raw
     table always keeps the exact text."""
@@ -78,9 +87,16 @@ def parse_json(text: str) -> Any:
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise DecodeError(f"not JSON: {exc}") from None
+    try:  # a lone surrogate escape ("\ud800") parses, but no column can hold it
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise DecodeError("not valid Unicode: a \\u escape is a lone surrogate") from None
+    except (ValueError, RecursionError):
+        pass
+    return value
 
 
 def obj(value: Any, what: str) -> dict:
