@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import layout, schema, timeutil
 from .records import Record
@@ -59,19 +60,25 @@ _TYPECODES = {"int64": "q", "timestamp": "q", "int32": "i", "float64": "d"}
 class Columns:
     """Rows of one table that share their constant columns (feed, connection, origin...), kept
     column by column: each varying column is a typed array (numbers, no nulls) or a list (strings).
-    A decoder appends one value per varying column per row, through `appenders()`; `day_column`
-    (a timestamp column) decides each row's date partition."""
+    A decoder appends one value per varying column per row, through `appenders()`. A timestamp
+    column named in `seconds` takes float seconds and is converted at the end exactly as
+    timeutil.seconds_to_us converts one value (x 1e6, rounded half to even), in one Arrow call.
+    `day_column` (a timestamp column) decides each row's date partition."""
 
-    __slots__ = ("table", "venue", "consts", "names", "cols", "day_column")
+    __slots__ = ("table", "venue", "consts", "names", "cols", "day_column", "seconds")
 
-    def __init__(self, table: str, venue: str, consts: dict[str, Any], day_column: str) -> None:
+    def __init__(self, table: str, venue: str, consts: dict[str, Any], day_column: str,
+                 seconds: tuple[str, ...] = ()) -> None:
         sch = schema.load(table)
-        self.table, self.venue, self.consts, self.day_column = table, venue, consts, day_column
+        self.table, self.venue, self.consts, self.day_column, self.seconds = table, venue, consts, day_column, seconds
         self.names = tuple(n for n in sch.file_columns if n not in consts)
         types = {c.name: c.type_name for c in sch.columns}
         if types.get(day_column) != "timestamp" or day_column in consts:
             raise ValueError(f"{table}: day_column {day_column!r} must be a varying timestamp column")
-        self.cols = {n: array(_TYPECODES[types[n]]) if types[n] in _TYPECODES else [] for n in self.names}
+        if any(types.get(n) != "timestamp" or n in consts for n in seconds):
+            raise ValueError(f"{table}: {seconds} must all be varying timestamp columns")
+        self.cols = {n: array("d" if n in seconds else _TYPECODES[types[n]]) if types[n] in _TYPECODES else []
+                     for n in self.names}
 
     def __len__(self) -> int:
         return len(self.cols[self.day_column])
@@ -85,30 +92,34 @@ class Columns:
     def to_batches(self, sch: pa.Schema) -> list[tuple[int, pa.RecordBatch]]:
         """(day, batch) for every date the rows fall on (nearly always one)."""
         n = len(self)
-        arrays = []
+        arrays = {}
         for field in sch:
             name = field.name
             if name in self.consts:
                 value = self.consts[name]
                 arr = pa.nulls(n, field.type)
-                arrays.append(arr if value is None else arr.fill_null(pa.scalar(value, field.type)))
+                arrays[name] = arr if value is None else arr.fill_null(pa.scalar(value, field.type))
                 continue
             col = self.cols[name]
             if len(col) != n:
                 raise ValueError(f"{self.table}.{name} has {len(col)} values for {n} rows (a decoder bug)")
-            if isinstance(col, array):
-                arrays.append(pa.Array.from_buffers(field.type, n, [None, pa.py_buffer(col)]))
+            if name in self.seconds:
+                secs = pa.Array.from_buffers(pa.float64(), n, [None, pa.py_buffer(col)])
+                us = pc.round(pc.multiply(secs, 1e6), round_mode="half_to_even").cast(pa.int64())
+                arrays[name] = us.view(field.type)
+            elif isinstance(col, array):
+                arrays[name] = pa.Array.from_buffers(field.type, n, [None, pa.py_buffer(col)])
             else:
-                arr = pa.array(col, type=field.type)
+                arr = arrays[name] = pa.array(col, type=field.type)
                 if arr.null_count and not field.nullable:
                     raise ValueError(f"{self.table}.{name} is required but {arr.null_count} rows have none (a decoder bug)")
-                arrays.append(arr)
-        batch = pa.RecordBatch.from_arrays(arrays, schema=sch)
-        stamps = self.cols[self.day_column]
-        first, last = min(stamps) // timeutil.US_PER_DAY, max(stamps) // timeutil.US_PER_DAY
+        batch = pa.RecordBatch.from_arrays([arrays[f.name] for f in sch], schema=sch)
+        stamps = arrays[self.day_column].view(pa.int64())
+        bounds = pc.min_max(stamps)
+        first, last = bounds["min"].as_py() // timeutil.US_PER_DAY, bounds["max"].as_py() // timeutil.US_PER_DAY
         if first == last:
             return [(first, batch)]
-        days = [t // timeutil.US_PER_DAY for t in stamps]
+        days = [t // timeutil.US_PER_DAY for t in stamps.to_pylist()]
         return [(day, batch.filter(pa.array([d == day for d in days]))) for day in sorted(set(days))]
 
 
@@ -162,7 +173,8 @@ class Buffers:
             part.batches.append(self._runs_to_batch(part.runs, part.run_frames))
             part.runs, part.run_frames, part.run_bytes = [], 0, 0
 
-    def columns(self, table: str, venue: str, consts: tuple[tuple[str, Any], ...], day_column: str) -> Columns:
+    def columns(self, table: str, venue: str, consts: tuple[tuple[str, Any], ...], day_column: str,
+                seconds: tuple[str, ...] = ()) -> Columns:
         """The column buffer for rows of `table` with these constant columns ((name, value) pairs),
         for a decoder to append to. Call it once per run of frames: a buffer that has reached
         `batch_rows` rows is turned into batches here and a fresh one handed out. The caller adds
@@ -170,10 +182,10 @@ class Buffers:
         key = (table, venue, consts)
         cols = self._columns.get(key)
         if cols is None:
-            cols = self._columns[key] = Columns(table, venue, dict(consts), day_column)
+            cols = self._columns[key] = Columns(table, venue, dict(consts), day_column, seconds)
         elif len(cols) >= self._batch_rows:
             self._seal(key, cols)
-            cols = self._columns[key] = Columns(table, venue, cols.consts, day_column)
+            cols = self._columns[key] = Columns(table, venue, cols.consts, day_column, seconds)
         return cols
 
     def _seal(self, key: tuple, cols: Columns) -> None:

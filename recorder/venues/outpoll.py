@@ -327,11 +327,12 @@ class Decoder:
                 continue
             if appends is None:
                 cols = buffers.columns("chance", meta.venue, (("feed", meta.feed), ("conn_id", meta.conn_id),
-                                                              ("origin", VENUE), ("source", "live")), "ts_event")
+                                                              ("origin", VENUE), ("source", "live")), "ts_event",
+                                       seconds=("ts_event",))
                 appends = cols.appenders("ts_event", "ts_recv", "seq", "market", "outcome", "probability")
                 a_ts, a_recv, a_seq, a_market, a_outcome, a_p = appends
                 ts_recv = meta.ts_recv
-            a_ts(round(t * 1_000_000))
+            a_ts(t)  # seconds, as seconds_to_us converts them (Columns)
             a_recv(ts_recv)
             a_seq(first + i)
             a_market(key[0])
