@@ -151,6 +151,7 @@ class Feed:
         pipeline, buffers = self.pipeline, self.pipeline.buffers
         redact = self.redact if self.cfg.secrets else None
         current_time, on_frame = trio.current_time, protocol.on_frame
+        run_is_quiet = getattr(protocol, "quiet", None)
         # Per-subscription staleness: heartbeats keep a connection alive but are not data. Each
         # subscription the venue must keep feeding has its own last-data time. Frames are only
         # searched for their key while some key has not been seen for `slack` seconds, so a feed
@@ -188,6 +189,8 @@ class Feed:
                             log.warning("feed %s: %s; reconnecting", name, result.reason)
                             await conn.aclose(1000, "stale")
                             return
+                if run_is_quiet is not None and run_is_quiet(texts):
+                    texts = ()  # no frame of the run needs the control side
                 for text in texts:
                     control = on_frame(text)
                     if control is NOTHING:  # nearly every frame: skip the five checks below

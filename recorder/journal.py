@@ -84,11 +84,15 @@ def encode_frames(ts_recv: int, first_seq: int, prefix: bytes, texts: list[str])
 
 def encode_frames_blobs(ts_recv: int, first_seq: int, prefix: bytes, blobs: list[bytes]) -> tuple[bytes, list[int]]:
     """A FRAMES entry of UTF-8 frames, and their lengths (the frames are the entry's last bytes)."""
-    n = len(blobs)
     lengths = list(map(len, blobs))
+    return _frames_entry(ts_recv, first_seq, prefix, lengths, b"".join(blobs)), lengths
+
+
+def _frames_entry(ts_recv: int, first_seq: int, prefix: bytes, lengths: list[int], blob: bytes) -> bytes:
+    n = len(lengths)
     body = b"".join((_FIXED.pack(Kind.FRAMES, ts_recv, first_seq), prefix, _COUNT.pack(n),
-                     struct.pack(f"<{n}I", *lengths), *blobs))
-    return _HEAD.pack(len(body), zlib.crc32(body)) + body, lengths
+                     struct.pack(f"<{n}I", *lengths), blob))
+    return _HEAD.pack(len(body), zlib.crc32(body)) + body
 
 
 def split_frames(data: memoryview | bytes) -> list[str]:
@@ -257,7 +261,12 @@ class Journal:
             body = _FIXED.pack(Kind.FRAME, ts_recv, first_seq) + prefix + blob
             entry, lengths = _HEAD.pack(len(body), zlib.crc32(body)) + body, [len(blob)]
         else:
-            entry, lengths = encode_frames_blobs(ts_recv, first_seq, prefix, [t.encode() for t in texts])
+            joined = "".join(texts)
+            if joined.isascii():  # nearly always: one encode for the run, lengths in characters
+                lengths = list(map(len, texts))
+                entry = _frames_entry(ts_recv, first_seq, prefix, lengths, joined.encode("ascii"))
+            else:
+                entry, lengths = encode_frames_blobs(ts_recv, first_seq, prefix, [t.encode() for t in texts])
         self._queue_bytes(entry)
         size = sum(lengths) if len(lengths) > 1 else lengths[0]
         return memoryview(entry)[len(entry) - size:], lengths

@@ -14,7 +14,7 @@ from recorder.errors import DecodeError
 from recorder import records
 from recorder.records import Account, Book, Chance, Price, Trade
 from recorder.venues import intots, outpoll, predictfun
-from recorder.venues.base import FrameMeta, UnknownMessage
+from recorder.venues.base import NOTHING, FrameMeta, UnknownMessage
 
 TS = 1_760_000_000_000_000
 
@@ -124,6 +124,24 @@ def test_outpoll_protocol_auth_then_fatal_on_rejection():
     assert p.on_frame('{"t":"error","d":{"error":"Invalid or missing credentials"}}').fatal
     p2 = outpoll.make_protocol(spec, (Secret(env="K", value="op_k"), Secret(env="S", value="c2VjcmV0")), "wss://h/order/ws")
     assert p2.on_frame('{"t":"SUCCESS","d":{"message":"AUTH successful"},"r":null}').subscribed
+
+
+def test_outpoll_protocol_calls_a_run_quiet_only_when_no_frame_needs_the_control_side():
+    """quiet(run) lets the feed skip on_frame for a whole run: never before the subscription is
+    confirmed, never when a frame of the run is an error reply (even in the middle of a run)."""
+    spec = outpoll.FeedSpec(stream="chance", chance_subs=(("ev", ("y",)),))
+    p = outpoll.make_protocol(spec, (), "wss://h/chance/ws")
+    point = '{"t":"UPDATE_HISTORY","e":"ev","o":["y"],"d":{"t":1,"p":0.5}}'
+    error = '{"t":"error","d":{"error":"unknown event"}}'
+    assert not p.quiet([point])  # not subscribed yet: the first data frame must reach on_frame
+    assert p.on_frame(point).subscribed
+    runs = [[point] * 3, [point, error, point], [error], ['{"t":"PING"}', point]]
+    for run in runs:
+        controls = [p.on_frame(t) for t in run]
+        if p.quiet(run):
+            assert all(c is NOTHING for c in controls), run
+    assert not p.quiet([point, error, point]) and p.quiet([point] * 3)
+    assert intots.make_protocol(intots.FeedSpec(stream="trades", event_id="1", symbol="S"), (), "wss://x").quiet([point])
 
 
 # --- InTots ----------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ A venue module gives, per configured feed:
 - a `Decoder`: text of a received frame in, records out (pure, deterministic, replayable from
   the journal; its dedupe state can be saved with `state()` and restored with `restore()`);
 - a `Protocol`: the connection's control side (frames to send on connect, replies such as a
-  heartbeat echo, subscribed / reconnect / fatal signals). Neither does I/O or reads a clock.
+  heartbeat echo, subscribed / reconnect / fatal signals), frame by frame with `on_frame()`, and
+  optionally `quiet(texts)`: True when no frame of a run needs on_frame (a cheap test on the
+  whole run; it may say False when unsure). Neither does I/O or reads a clock.
 """
 
 from __future__ import annotations

@@ -90,6 +90,9 @@ class Protocol:
     def data_key(text: str) -> str | None:
         return None
 
+    def quiet(self, texts: list[str]) -> bool:
+        return True
+
     def on_frame(self, text: str) -> Control:
         return NOTHING
 

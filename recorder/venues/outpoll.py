@@ -187,6 +187,11 @@ class Protocol:
         i = text.find('"e":"')
         return None if i < 0 else text[i + 5 : text.find('"', i + 5)]
 
+    def quiet(self, texts: list[str]) -> bool:
+        """True if no frame of this run needs on_frame (the feed then skips it for the run): once
+        subscribed, only error replies do, and no frame mentions "rror" anywhere."""
+        return self.subscribed and "rror" not in "".join(texts)
+
     def on_frame(self, text: str) -> Control:
         if self.subscribed and text.find("rror", 0, 64) < 0:
             return NOTHING
