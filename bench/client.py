@@ -83,6 +83,7 @@ async def recorder(url: str, transport: str, mix: str, frames: int, root: Path, 
                 out["seconds"] = now - t_first
                 out["rate"] = n / (now - t_first)
                 out["frames"] = n
+                out["gate_waits"] = pipeline.gate.waits if pipeline.gate else None  # feeds held back by the flush
                 # CPU per frame: the event loop's thread (what bounds the rate) and the whole process
                 # (with the flush and fsync threads); steadier than the rate on a shared machine.
                 ru = resource.getrusage(resource.RUSAGE_SELF)

@@ -246,30 +246,34 @@ class Journal:
         return self._queue_bytes(encode(entry))
 
     def append_frames(self, feed: str, venue: str, conn_id: str, first_seq: int, ts_recv: int,
-                      texts: list[str]) -> tuple[memoryview, list[int]]:
+                      texts: list[str]) -> tuple[memoryview, memoryview | bytes]:
         """One FRAMES entry for frames received together: the hot path. Returns the frames' UTF-8
-        bytes (a view of the entry's tail, one after another) and their lengths, from which the
-        raw table's payload column is built without encoding the frames a second time."""
+        bytes (a view of the entry's tail, one after another) and their byte lengths as packed
+        little-endian u32 (as the entry stores them), from which the raw table's payload column
+        is built without encoding or counting the frames a second time."""
         key = (feed, venue, conn_id)
         prefix = self._prefixes.get(key)
         if prefix is None:
             if len(self._prefixes) > 1000:
                 self._prefixes.clear()
             prefix = self._prefixes[key] = names_prefix(feed, venue, conn_id)
-        if len(texts) == 1:  # a run of one (light traffic): the plainer single-frame entry
+        n = len(texts)
+        if n == 1:  # a run of one (light traffic): the plainer single-frame entry
             blob = texts[0].encode()
             body = _FIXED.pack(Kind.FRAME, ts_recv, first_seq) + prefix + blob
-            entry, lengths = _HEAD.pack(len(body), zlib.crc32(body)) + body, [len(blob)]
+            entry = _HEAD.pack(len(body), zlib.crc32(body)) + body
+            self._queue_bytes(entry)
+            return memoryview(entry)[len(entry) - len(blob):], _COUNT.pack(len(blob))
+        joined = "".join(texts)
+        if joined.isascii():  # nearly always: one encode for the run, lengths in characters
+            lengths = list(map(len, texts))
+            entry = _frames_entry(ts_recv, first_seq, prefix, lengths, joined.encode("ascii"))
         else:
-            joined = "".join(texts)
-            if joined.isascii():  # nearly always: one encode for the run, lengths in characters
-                lengths = list(map(len, texts))
-                entry = _frames_entry(ts_recv, first_seq, prefix, lengths, joined.encode("ascii"))
-            else:
-                entry, lengths = encode_frames_blobs(ts_recv, first_seq, prefix, [t.encode() for t in texts])
+            entry, lengths = encode_frames_blobs(ts_recv, first_seq, prefix, [t.encode() for t in texts])
         self._queue_bytes(entry)
-        size = sum(lengths) if len(lengths) > 1 else lengths[0]
-        return memoryview(entry)[len(entry) - size:], lengths
+        view, size = memoryview(entry), sum(lengths)
+        start = len(entry) - size  # the entry ends: u32 count, n x u32 lengths, the frames
+        return view[start:], view[start - 4 * n : start]
 
     def _queue_bytes(self, data: bytes) -> Position:
         if self._offset and self._offset + len(data) > self._segment_bytes:

@@ -12,6 +12,7 @@ one `Flush` (called on the event loop, cheap); `write_files()` sorts, encodes an
 from __future__ import annotations
 
 import operator
+import struct
 from array import array
 from itertools import accumulate
 from pathlib import Path
@@ -32,7 +33,7 @@ class _Partition:
     table: str
     rows: list = attrs.field(factory=list)  # tuples in file-column order
     batches: list[pa.RecordBatch] = attrs.field(factory=list)
-    runs: list = attrs.field(factory=list)  # raw only: (feed, ts_recv, conn_id, first_seq, data, lengths)
+    runs: list = attrs.field(factory=list)  # raw only: (feed, ts_recv, conn_id, first_seq, data, lengths, count)
     run_frames: int = 0
     run_bytes: int = 0
 
@@ -43,6 +44,16 @@ class Flush:
 
     partitions: dict[PartitionKey, list[pa.RecordBatch]]
     rows: int
+
+
+_ROW_NUMBERS: list[pa.Array] = [pa.array([], pa.int64())]
+
+
+def _row_numbers(n: int) -> pa.Array:
+    """0, 1, ... n - 1 as int64 (a slice of one array, grown when needed)."""
+    if len(_ROW_NUMBERS[0]) < n:
+        _ROW_NUMBERS[0] = pa.array(range(max(n, 2 * len(_ROW_NUMBERS[0]))), pa.int64())
+    return _ROW_NUMBERS[0].slice(0, n)
 
 
 def _row_getter(table: str):
@@ -153,24 +164,27 @@ class Buffers:
             part.rows = []
 
     def add_frames(self, venue: str, day: int, feed: str, ts_recv: int, conn_id: str, first_seq: int,
-                   texts: list[str], data: memoryview | bytes | None = None, lengths: list[int] | None = None) -> None:
+                   texts: list[str], data: memoryview | bytes | None = None,
+                   lengths: memoryview | bytes | None = None) -> None:
         """Raw rows for a run of frames, kept as the run (not a tuple per frame) and turned into
-        columns directly: feed, conn_id and ts_recv are one value per run, seq a range, and the
+        columns by Arrow: feed, conn_id and ts_recv are one value per run, seq a range, the
         payloads one buffer. `data` and `lengths`, when given, are the frames' UTF-8 bytes one
-        after another (the journal entry's tail) and their lengths: then nothing is encoded here."""
+        after another and their byte lengths as little-endian u32 (the journal entry's tail):
+        then nothing is encoded or counted here."""
+        k = len(texts)
         if data is None:
             blobs = [t.encode() for t in texts]
-            data, lengths = b"".join(blobs), list(map(len, blobs))
+            data, lengths = b"".join(blobs), struct.pack(f"<{k}I", *map(len, blobs))
         key = ("raw", venue, day)
         part = self._parts.get(key)
         if part is None:
             part = self._parts[key] = _Partition("raw")
-        part.runs.append((feed, ts_recv, conn_id, first_seq, data, lengths))
-        part.run_frames += len(texts)
+        part.runs.append((feed, ts_recv, conn_id, first_seq, data, lengths, k))
+        part.run_frames += k
         part.run_bytes += len(data)
-        self.rows += len(texts)
+        self.rows += k
         if part.run_frames >= self._batch_rows or part.run_bytes >= _RAW_BATCH_BYTES:
-            part.batches.append(self._runs_to_batch(part.runs, part.run_frames))
+            part.batches.append(runs_to_batch(part.runs, part.run_frames))
             part.runs, part.run_frames, part.run_bytes = [], 0, 0
 
     def columns(self, table: str, venue: str, consts: tuple[tuple[str, Any], ...], day_column: str,
@@ -200,52 +214,6 @@ class Buffers:
                 part = self._parts[pkey] = _Partition(table)
             part.batches.append(batch)
 
-    def _runs_to_batch(self, runs: list, n: int) -> pa.RecordBatch:
-        sch = self._schemas["raw"]
-        seq, ts = array("q"), array("q")
-        feeds, conns = array("i"), array("i")
-        feed_ids: dict[str, int] = {}
-        conn_ids: dict[str, int] = {}
-        offsets = array("i", [0])
-        end = 0
-        for feed, ts_recv, conn_id, first, data, lengths in runs:
-            k = len(lengths)
-            f = feed_ids.get(feed)
-            if f is None:
-                f = feed_ids[feed] = len(feed_ids)
-            c = conn_ids.get(conn_id)
-            if c is None:
-                c = conn_ids[conn_id] = len(conn_ids)
-            if k == 1:  # light traffic: runs of one frame
-                end += lengths[0]
-                offsets.append(end)
-                seq.append(first)
-                ts.append(ts_recv)
-                feeds.append(f)
-                conns.append(c)
-            else:
-                ends = accumulate(lengths, initial=end)
-                next(ends)  # `end` itself is already there
-                offsets.extend(ends)
-                end = offsets[-1]
-                seq.extend(range(first, first + k))
-                ts.extend(array("q", [ts_recv]) * k)
-                feeds.extend(array("i", [f]) * k)
-                conns.extend(array("i", [c]) * k)
-
-        def ints(values: array, typ: pa.DataType) -> pa.Array:
-            return pa.Array.from_buffers(typ, n, [None, pa.py_buffer(values)])
-
-        def strings(indices: array, ids: dict) -> pa.Array:
-            return pa.DictionaryArray.from_arrays(ints(indices, pa.int32()), pa.array(list(ids), pa.string())).dictionary_decode()
-
-        columns = {"feed": strings(feeds, feed_ids), "ts_event": pa.nulls(n, sch.field("ts_event").type),
-                   "ts_recv": ints(ts, sch.field("ts_recv").type), "conn_id": strings(conns, conn_ids),
-                   "seq": ints(seq, pa.int64()),
-                   "payload": pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
-                                                                     pa.py_buffer(b"".join(run[4] for run in runs))])}
-        return pa.RecordBatch.from_arrays([columns[f.name] for f in sch], schema=sch)
-
     def _to_batch(self, table: str, rows: list) -> pa.RecordBatch:
         sch = self._schemas[table]
         arrays = [pa.array(column, type=field.type) for column, field in zip(zip(*rows), sch)]
@@ -264,13 +232,42 @@ class Buffers:
             if part.rows:
                 batches.append(self._to_batch(part.table, part.rows))
             if part.runs:
-                batches.append(self._runs_to_batch(part.runs, part.run_frames))
+                batches.append(runs_to_batch(part.runs, part.run_frames))
             if batches:
                 out[key] = batches
         flush = Flush(partitions=out, rows=self.rows)
         self._parts = {}
         self.rows = 0
         return flush
+
+
+def runs_to_batch(runs: list, n: int) -> pa.RecordBatch:
+    """The raw rows of runs of frames, built by Arrow from one value per run (run-end
+    encoded, then decoded) and the runs' concatenated payload bytes and lengths."""
+    sch = schema.load("raw").file_schema
+    feeds, ts, conns, seq_base = [], [], [], []
+    ends = accumulate(run[6] for run in runs)
+    start = 0
+    for (feed, ts_recv, conn_id, first, _data, _lengths, k) in runs:
+        feeds.append(feed)
+        ts.append(ts_recv)
+        conns.append(conn_id)
+        seq_base.append(first - start)  # seq = row number + this, within the run
+        start += k
+    run_ends = pa.array(ends, pa.int32())
+
+    def expand(values: list, typ: pa.DataType) -> pa.Array:
+        return pc.run_end_decode(pa.RunEndEncodedArray.from_arrays(run_ends, pa.array(values, typ)))
+
+    lengths = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(b"".join(run[5] for run in runs))])
+    ends_of = pc.cumulative_sum_checked(lengths)
+    offsets = pa.py_buffer(b"\0\0\0\0" + ends_of.buffers()[1].to_pybytes()[ends_of.offset * 4 : (ends_of.offset + n) * 4])
+    columns = {"feed": expand(feeds, pa.string()), "ts_event": pa.nulls(n, sch.field("ts_event").type),
+               "ts_recv": expand(ts, sch.field("ts_recv").type), "conn_id": expand(conns, pa.string()),
+               "seq": pc.add(expand(seq_base, pa.int64()), _row_numbers(n)),
+               "payload": pa.Array.from_buffers(pa.string(), n, [None, offsets,
+                                                                 pa.py_buffer(b"".join(run[4] for run in runs))])}
+    return pa.RecordBatch.from_arrays([columns[f.name] for f in sch], schema=sch)
 
 
 def sort_keys(table: str) -> list[tuple[str, str]]:

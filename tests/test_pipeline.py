@@ -192,6 +192,24 @@ def test_runs_of_frames_replay_once_beside_single_frames(tmp_path):
         assert ds.sql("SELECT seq FROM rejects").to_pylist() == [{"seq": 112}]
 
 
+def test_raw_rows_of_runs_keep_every_frame_exactly(tmp_path):
+    """The raw table built from the journal's bytes (the live path): payloads byte for byte,
+    non-ASCII and empty frames included, runs of one, two connections interleaved, and runs that
+    cross the raw batch size, each row with its run's receive time and its own seq."""
+    p = open_pipeline(tmp_path, batch_rows=5)
+    runs = [("c1", 1, ['{"a":1}', '{"é":"日本"}', ""]), ("c2", 1, ["x" * 300]), ("c1", 4, ["solo"]),
+            ("c2", 2, [f'{{"n":{i}}}' for i in range(7)]), ("c1", 5, ["naïve", "ascii"])]
+    want = []
+    for i, (conn, first, texts) in enumerate(runs):
+        ts = 1_760_000_000_000_000 + i
+        p.ingest_frames("f1", "synthetic", conn, first, ts, texts)
+        want += [("f1", conn, first + k, ts, t) for k, t in enumerate(texts)]
+    p.close()
+    with Dataset.open(tmp_path / "data") as ds:
+        got = ds.sql("SELECT feed, conn_id, seq, epoch_us(ts_recv) AS ts, payload FROM raw ORDER BY conn_id, seq")
+    assert [tuple(r.values()) for r in got.to_pylist()] == sorted(want, key=lambda r: (r[1], r[2]))
+
+
 def test_a_frame_with_an_impossible_time_is_rejected_and_the_rest_recorded(tmp_path):
     """A venue frame whose time overflows the timestamp column goes to rejects; the frames around it
     are recorded, the flush succeeds, and replaying the journal does not trip on it either."""

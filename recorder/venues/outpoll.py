@@ -322,12 +322,12 @@ class Decoder:
             except ValueError:  # msgspec's DecodeError and ValidationError: not a well-formed live point
                 slow(i)
                 continue
-            d, outcomes = msg.d, msg.o
+            d = msg.d
             t, p = d.t, d.p
-            if len(outcomes) != 1 or not (0 <= p <= 1 and -_MAX_SECONDS < t < _MAX_SECONDS):
+            if not (0 <= p <= 1 and -_MAX_SECONDS < t < _MAX_SECONDS):
                 slow(i)
                 continue
-            key = (intern(msg.e), intern(outcomes[0]), t, p)
+            key = (intern(msg.e), intern(msg.o[0]), t, p)
             if not add_new(key):
                 continue
             if appends is None:
@@ -411,25 +411,26 @@ class Decoder:
 _NUMBERS = (int, float)  # exact types: bool is not a number here
 
 
-class _PointData(msgspec.Struct):
+class _PointData(msgspec.Struct, gc=False):
     t: float
     p: float
 
 
-class _Update(msgspec.Struct, tag_field="t", tag="UPDATE_HISTORY"):
+class _Update(msgspec.Struct, tag_field="t", tag="UPDATE_HISTORY", gc=False):
     e: str
-    o: list[str]
+    o: tuple[str]  # exactly one outcome
     d: _PointData
 
 
-class _Probability(msgspec.Struct, tag_field="t", tag="probability"):
+class _Probability(msgspec.Struct, tag_field="t", tag="probability", gc=False):
     e: str
-    o: list[str]
+    o: tuple[str]
     d: _PointData
 
 
-# A live point as a typed struct, or a ValueError: msgspec checks the envelope's types in C (a
-# JSON integer becomes a float, as float() makes it on the checked path; a bool does not).
+# A live point of one outcome as a typed struct, or a ValueError: msgspec checks the envelope's
+# types in C (a JSON integer becomes a float, as float() makes it on the checked path; a bool
+# does not). The structs hold no cycles, so the garbage collector need not track them.
 _LIVE_POINT = msgspec.json.Decoder(_Update | _Probability)
 _MAX_SECONDS = 9e12  # well inside what timestamp[us] holds; beyond it the checked path rejects the frame
 
