@@ -9,18 +9,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import trio
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # as the `recorder` command does (cli.py)
 
-from recorder import config as cfgmod
-from recorder.errors import ConnectionClosed
-from recorder.supervisor import run_recorder, tune_process
-from recorder.transport import open_connection
+import trio  # noqa: E402
+
+from recorder import config as cfgmod  # noqa: E402
+from recorder.errors import ConnectionClosed  # noqa: E402
+from recorder.supervisor import run_recorder, tune_process  # noqa: E402
+from recorder.transport import open_connection  # noqa: E402
 
 
 async def bare(url: str, transport: str, frames: int) -> dict:

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-from . import config as cfgmod
-from . import queries
-from .errors import RecorderError
-from .output import FORMATS, render
+# Before anything loads pyarrow: Arrow's C++ default pool (what the Parquet writer allocates from,
+# whatever pyarrow.set_memory_pool says) becomes the C library's malloc. See supervisor.tune_arrow.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+from . import config as cfgmod  # noqa: E402
+from . import queries  # noqa: E402
+from .errors import RecorderError  # noqa: E402
+from .output import FORMATS, render  # noqa: E402
 
 DEFAULT_CONFIG = "config.toml"
 
