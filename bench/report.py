@@ -51,7 +51,10 @@ def main() -> None:
           "", "Same transport, for comparison (not a stated target): the recorder reaches "
           f"{s['recorder/bare, trio-websocket']:.2f} of the bare trio-websocket client when it runs on trio-websocket "
           f"itself, and {s['recorder/bare, websockets']:.2f} of the bare websockets client on websockets: "
-          "its own work per frame is still larger than the faster transport's."]
+          + ("its own work per frame is now smaller than the faster transport's."
+             if s['recorder/bare, websockets'] >= 0.5 else "its own work per frame is still larger than the faster transport's."),
+          "", "Where the recorder's time per frame goes on websockets, and what changed, is written up in "
+          "docs/PROFILE.md (py-spy of the event loop during this benchmark)."]
     m = mem
     L += ["", f"## Memory and latency ({m['websockets']['frames']:,} small frames, default flush policy)", "",
           "| transport | peak RSS | receive → fsynced journal p50 / p99 | receive → visible in a query p50 / p99 |",
