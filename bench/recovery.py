@@ -22,7 +22,7 @@ def run(work: Path, frames: int = 500_000) -> dict:
         return Pipeline(work / "data", work / "journal", lambda feed: outpoll.make_decoder(spec)).open()
 
     p = pipeline()
-    texts = [t.decode() for t in payloads("small")]
+    texts = [t.decode() for t in payloads("small", frames)]  # times increasing, as a live stream sends them
     p.ingest(jr.Entry(kind=jr.Kind.OPEN, ts_recv=1, seq=0, feed="f", venue="outpoll", conn_id="c", text="ws://x"))
     run_len = 256  # frames per socket read, as the live path journals them (one entry per read)
     for i in range(0, frames, run_len):

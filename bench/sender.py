@@ -19,7 +19,8 @@ GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def payloads(mix: str, n: int = 100_000) -> list[bytes]:
-    """n distinct frames of the mix (the client's decoder sees realistic, varying content)."""
+    """n distinct frames of the mix (the client's decoder sees realistic, varying content); chance
+    updates cycle over four outcomes with the time one second later at every frame."""
     out = []
     for i in range(n):
         if mix == "small":  # an Outpoll chance update, ~95 bytes
@@ -62,8 +63,11 @@ def handshake(conn: socket.socket) -> None:
 
 
 def serve(mix: str, frames: int, port: int = 0) -> None:
-    encoded = [frame(p) for p in payloads(mix)]
-    block = b"".join(encoded)  # 100k distinct frames (wider than any dedupe window), repeated
+    # Chance updates: every frame distinct, times increasing per outcome from first to last, as a
+    # live stream sends them. (Until 2026-11-22 a block of 100k was repeated, so each outcome's time
+    # jumped back 100,000 s every 100k frames: no venue does that.) Books: 100k distinct, repeated.
+    encoded = [frame(p) for p in payloads(mix, frames if mix == "small" else 100_000)]
+    block = b"".join(encoded)
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))

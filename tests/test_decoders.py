@@ -303,3 +303,16 @@ def test_numbers_beyond_the_columns_are_rejected_not_fatal(module, frame, spec):
     d = module.make_decoder(module.FeedSpec(**spec))
     with pytest.raises(DecodeError, match="out of range"):
         d.decode(frame if isinstance(frame, str) else json.dumps(frame), meta(module.VENUE))
+
+
+def test_point_window_reads_the_checkpoint_form_of_the_previous_version():
+    """Checkpoints written before PointWindow held the points as a list of [market, outcome, t, p]:
+    they still restore (an upgrade must not record the last points again)."""
+    from recorder.venues.base import PointWindow
+
+    w = PointWindow(10, [["ev", "y", 1.0, 0.5], ["ev", "n", 2.0, 0.25]])
+    assert ("ev", "y", 1.0, 0.5) in w and not w.add_new(("ev", "n", 2.0, 0.25)) and w.add_new(("ev", "y", 3.0, 0.5))
+    d = outpoll.make_decoder(outpoll.FeedSpec(stream="chance"))
+    d.restore({"books": {}, "points": [["ev", "y", 1712160300.0, 0.3]], "trades": []})
+    point = '{"t":"UPDATE_HISTORY","e":"ev","o":["y"],"d":{"t":1712160300,"p":0.3}}'
+    assert d.decode(point, meta(outpoll.VENUE)) == []

@@ -167,3 +167,35 @@ def test_outpoll_run_decoder_equals_decoding_frame_by_frame(tmp_path_factory, ru
     midnight land in their own date partitions."""
     tmp = tmp_path_factory.mktemp("p")
     assert _run_pipeline(tmp, runs, by_runs=True) == _run_pipeline(tmp, runs, by_runs=False)
+
+
+# Point keys from a small universe: live-like runs of increasing times, repeats, points from the
+# past, several outcomes, the same time with another probability, and -0.0.
+point_keys = st.tuples(st.sampled_from(["ev", "ev2"]), st.sampled_from(["y", "n"]),
+                       st.sampled_from([0.0, -0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 1e9]) | st.integers(0, 40).map(float),
+                       st.sampled_from([0.25, 0.5, 0.0, -0.0]))
+
+
+@settings(max_examples=EXAMPLES // 2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(point_keys, max_size=120), st.integers(min_value=0, max_value=120), st.sampled_from([1, 3, 8]))
+def test_point_window_never_forgets_the_last_size_points_and_never_invents_one(keys, restart_at, size):
+    """PointWindow against an exact model: a point among the last `size` points added is always
+    known (add_new False); a point never added is always new (True); it holds at most 4 x size
+    points, only points that were added; its checkpoint state (JSON and back) keeps all that."""
+    w = base.PointWindow(size)
+    added: list[tuple] = []  # every point add_new accepted, in order
+    for i, key in enumerate(keys):
+        if i == restart_at:
+            w = base.PointWindow(size, json.loads(json.dumps(w.state())))
+        new = w.add_new(key)
+        recent = {k for k in added[-size:]}  # tuples compare 0.0 == -0.0, as the window does
+        if key in recent:
+            assert not new, (key, added[-size:])
+        if key not in set(added):
+            assert new, key
+        if new:
+            added.append(key)
+        held = w.items()
+        assert len(held) <= 4 * size
+        assert set(held) <= set(added)
+        assert all(k in w for k in added[-size:])

@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..records import Account, Book, Chance, Record, Row, Trade
 from ..timeutil import seconds_to_us
 from . import base
-from .base import NOTHING, Bounded, Control, FrameMeta, UnknownMessage
+from .base import NOTHING, Bounded, Control, FrameMeta, PointWindow, UnknownMessage
 
 VENUE = "outpoll"
 
@@ -225,17 +225,17 @@ class Decoder:
     def __init__(self, spec: FeedSpec) -> None:
         self.spec = spec
         self.books: dict[str, dict[str, dict[str, float | None]]] = {}  # event -> outcome -> {c,b,a}
-        self.points = Bounded(50_000)  # chance points recorded: (event, outcome, t, p)
+        self.points = PointWindow(50_000)  # chance points recorded: (event, outcome, t, p)
         self.trades = Bounded(20_000)  # trade ids recorded
         if spec.stream != "chance":  # only chance streams are nearly all live points
             self.decode_run = None
 
     def state(self) -> dict:
-        return {"books": self.books, "points": self.points.items(), "trades": self.trades.items()}
+        return {"books": self.books, "points": self.points.state(), "trades": self.trades.items()}
 
     def restore(self, state: dict) -> None:
         self.books = state.get("books", {})
-        self.points = Bounded(50_000, [tuple(k) for k in state.get("points", [])])
+        self.points = PointWindow(50_000, state.get("points"))
         self.trades = Bounded(20_000, state.get("trades"))
 
     def decode(self, text: str, meta: FrameMeta) -> list[Record]:
@@ -313,7 +313,8 @@ class Decoder:
         column; anything else, malformed frames included, goes to slow(i), in order. Rows, their
         values and the dedupe window are exactly what decode() gives (tests/test_decoders.py)."""
         first = meta.seq
-        parse, add_new, intern = _LIVE_POINT.decode, self.points.add_new, sys.intern
+        window = self.points
+        streams, size, add_new, parse = window.streams, window.size, window.add_new, _LIVE_POINT.decode
         appends = None
         n = 0
         for i, text in enumerate(texts):
@@ -327,9 +328,21 @@ class Decoder:
             if not (0 <= p <= 1 and -_MAX_SECONDS < t < _MAX_SECONDS):
                 slow(i)
                 continue
-            key = (intern(msg.e), intern(msg.o[0]), t, p)
-            if not add_new(key):
-                continue
+            by_outcome = streams.get(msg.e)
+            st = None if by_outcome is None else by_outcome.get(msg.o[0])
+            if st is not None and t > st.latest:  # in order: new for sure; what PointWindow.add_new does
+                st.ts.append(t)
+                st.ps.append(p)
+                st.latest = t
+                window.added += 1
+                if window.added >= size:
+                    window.rotate()
+                market, outcome = st.market, st.outcome
+            else:
+                if not add_new((msg.e, msg.o[0], t, p)):
+                    continue
+                st = window.stream(msg.e, msg.o[0])
+                market, outcome = st.market, st.outcome  # the window's shared strings
             if appends is None:
                 cols = buffers.columns("chance", meta.venue, (("feed", meta.feed), ("conn_id", meta.conn_id),
                                                               ("origin", VENUE), ("source", "live")), "ts_event",
@@ -340,8 +353,8 @@ class Decoder:
             a_ts(t)  # seconds, as seconds_to_us converts them (Columns)
             a_recv(ts_recv)
             a_seq(first + i)
-            a_market(key[0])
-            a_outcome(key[1])
+            a_market(market)
+            a_outcome(outcome)
             a_p(p)
             n += 1
         return n
