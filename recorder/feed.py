@@ -212,8 +212,11 @@ class Feed:
                         wake.set()  # the next connection starts now; this one is read until it closes
                 # Far ahead of the Parquet flush: wait for its cut (after this run's replies are sent).
                 gate = pipeline.gate
-                if gate is not None and buffers.rows >= gate.limit:
-                    await gate.wait()
+                if gate is not None and buffers.rows >= gate.soft_limit:
+                    if buffers.rows >= gate.limit:
+                        await gate.wait()
+                    else:
+                        gate.nudge()
         result.reason = f"stale: no frame for {stale:g} s"
         log.warning("feed %s: %s; reconnecting", name, result.reason)
         await conn.aclose(1000, "stale")

@@ -55,8 +55,9 @@ class FlushGate:
     can write Parquet buffers without bound. While flushes are failing (disk full) the gate stays
     open: feeds keep reading and the journal keeps everything (in memory until it can be written)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, soft_limit: int | None = None) -> None:
         self.limit = limit
+        self.soft_limit = limit if soft_limit is None else soft_limit  # from here feeds nudge() the flusher
         self.wanted = trio.Event()  # a feed asked for a flush
         self._cut = trio.Event()
         self.failing = False
@@ -68,6 +69,12 @@ class FlushGate:
         self.waits += 1
         self.wanted.set()
         await self._cut.wait()
+
+    def nudge(self) -> None:
+        """max_rows are buffered: flush as soon as the flusher is free (without waiting for its next
+        look at the clock). At full rate this keeps each flush near max_rows rows instead of
+        letting rows pile up to `limit` while the flusher sleeps."""
+        self.wanted.set()
 
     def cut_made(self) -> None:
         self._cut.set()
@@ -94,8 +101,9 @@ async def run_group_commit(pipeline: Pipeline, policy: FlushPolicy) -> None:
 
 
 async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) -> None:
-    """Flush when `max_rows` rows are buffered, `max_age` seconds have passed, or a feed waits at
-    the gate."""
+    """Flush when `max_rows` rows are buffered (a feed that sees them nudges the flusher, or it
+    notices at its next look every `commit_interval`), `max_age` seconds have passed, or a feed
+    waits at the gate."""
     episode = _Episode("Parquet flush")
     next_due = trio.current_time() + policy.max_age
     while True:
@@ -127,7 +135,7 @@ async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) 
 
 async def run_storage(pipeline: Pipeline, policy: FlushPolicy) -> None:
     """Run both storage tasks until cancelled. The caller commits the rest with `close()`."""
-    pipeline.gate = gate = FlushGate(policy.max_rows * 2)
+    pipeline.gate = gate = FlushGate(policy.max_rows * 2, soft_limit=policy.max_rows)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_group_commit, pipeline, policy)
         nursery.start_soon(run_flusher, pipeline, policy, gate)

@@ -231,3 +231,33 @@ def test_a_frame_with_an_impossible_time_is_rejected_and_the_rest_recorded(tmp_p
     with Dataset.open(tmp_path / "data") as ds:
         assert ds.sql("SELECT seq FROM chance ORDER BY seq").to_pylist() == [{"seq": 1}, {"seq": 3}]
         assert ds.sql("SELECT seq, error FROM rejects").to_pylist() == [{"seq": 2, "error": "time 1e+300 s is out of range"}]
+
+
+def test_a_feed_at_max_rows_gets_a_flush_without_waiting_for_the_flushers_clock(tmp_path):
+    """At max_rows buffered a feed nudges the flusher (storage.FlushGate.nudge), which cuts as soon
+    as it is free: at full rate flushes stay near max_rows rows instead of growing to the gate's
+    limit (2 x max_rows) while the flusher sleeps until its next look at the clock."""
+    import trio
+
+    from recorder.storage import FlushPolicy, run_storage
+
+    p = open_pipeline(tmp_path)
+    policy = FlushPolicy(max_rows=50, max_age=3600, commit_interval=30, retry_interval=30)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_storage, p, policy)
+            await trio.sleep(0.05)
+            for i in range(1, 61):  # 60 frames: 60 raw + 60 chance rows, past max_rows
+                p.ingest(frame(i))
+            assert p.buffers.rows >= p.gate.soft_limit == 50 and p.gate.limit == 100
+            p.gate.nudge()
+            with trio.fail_after(5):  # the flusher's own clock would take 30 s
+                while p.committed != p.journal.position:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert p.buffers.rows == 0
+    p.close()
+    assert raw_seqs(tmp_path) == list(range(1, 61))
