@@ -234,7 +234,9 @@ class Pipeline:
                     last_frame=s.last_frame, closed=e.ts_recv, close_reason=e.text, frames=s.frames))
 
     def _apply_frames(self, feed: str, venue: str, conn_id: str, first_seq: int, ts: int, texts: list[str],
-                      data: memoryview | None = None, lengths: list[int] | None = None) -> None:
+                      data: memoryview | None = None, lengths: memoryview | bytes | None = None) -> None:
+        """Raw rows, then decoded rows of a run of frames. `data` and `lengths` are the run's
+        UTF-8 bytes and packed u32 lengths when the journal has just encoded them (live path)."""
         n = len(texts)
         s = self.sessions.get(conn_id)
         if s is not None:
@@ -250,8 +252,7 @@ class Pipeline:
         buffers = self.buffers
         buffers.add_frames(venue, ts // US_PER_DAY, feed, ts, conn_id, first_seq, texts, data, lengths)  # raw rows
         decoder = self.decoders.get(feed) or self._decoder(feed)
-        decode = decoder.decode
-        add, add_row = buffers.add, buffers.add_row
+        decode, decode_one = decoder.decode, self._decode_one
         rows = 0
         # One FrameMeta for the run, its seq moved frame by frame: decoders read it only during decode().
         meta = FrameMeta(venue=venue, feed=feed, conn_id=conn_id, seq=first_seq, ts_recv=ts)
@@ -261,7 +262,7 @@ class Pipeline:
             def slow(i: int) -> None:
                 nonlocal rows
                 meta.seq = first_seq + i
-                rows += self._decode_one(decode, texts[i], meta, stats)
+                rows += decode_one(decode, texts[i], meta, stats)
 
             fast = run(texts, meta, buffers, slow)
             buffers.rows += fast
@@ -271,18 +272,7 @@ class Pipeline:
         for text in texts:
             meta.seq = seq
             seq += 1
-            try:
-                records = decode(text, meta)
-            except DecodeError as exc:
-                stats.rejects += 1
-                buffers.add(Reject(ts_event=None, error=str(exc), payload=text, **meta.common()))
-                continue
-            rows += len(records)
-            for r in records:
-                if type(r) is tuple:  # a record given as a row (records.py)
-                    add_row(*r)
-                else:
-                    add(r)
+            rows += decode_one(decode, text, meta, stats)
         stats.rows += rows
 
     def _decode_one(self, decode, text: str, meta: FrameMeta, stats: FeedStats) -> int:
@@ -295,7 +285,7 @@ class Pipeline:
             buffers.add(Reject(ts_event=None, error=str(exc), payload=text, **meta.common()))
             return 0
         for r in records:
-            if type(r) is tuple:
+            if type(r) is tuple:  # a record given as a row (records.py)
                 buffers.add_row(*r)
             else:
                 buffers.add(r)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator
 import struct
+import sys
 from array import array
 from itertools import accumulate
 from pathlib import Path
@@ -259,7 +260,13 @@ def runs_to_batch(runs: list, n: int) -> pa.RecordBatch:
     def expand(values: list, typ: pa.DataType) -> pa.Array:
         return pc.run_end_decode(pa.RunEndEncodedArray.from_arrays(run_ends, pa.array(values, typ)))
 
-    lengths = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(b"".join(run[5] for run in runs))])
+    packed = b"".join(run[5] for run in runs)  # u32 little-endian, as the journal stores them
+    if sys.byteorder != "little":
+        swapped = array("i")
+        swapped.frombytes(packed)
+        swapped.byteswap()
+        packed = swapped.tobytes()
+    lengths = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(packed)])
     ends_of = pc.cumulative_sum_checked(lengths)
     offsets = pa.py_buffer(b"\0\0\0\0" + ends_of.buffers()[1].to_pybytes()[ends_of.offset * 4 : (ends_of.offset + n) * 4])
     columns = {"feed": expand(feeds, pa.string()), "ts_event": pa.nulls(n, sch.field("ts_event").type),
