@@ -11,7 +11,6 @@ import base64
 import hashlib
 import hmac
 import json
-import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -299,7 +298,7 @@ class Decoder:
             if (type(outcome) is str and type(t) in _NUMBERS and type(p) in _NUMBERS and 0 <= p <= 1
                     and -_MAX_SECONDS < t < _MAX_SECONDS):
                 t = float(t)
-                key = (sys.intern(event), sys.intern(outcome), t, float(p))
+                key = (event, outcome, t, float(p))
                 if not self.points.add_new(key):
                     return []
                 return [Chance.row(venue=meta.venue, feed=meta.feed, ts_event=round(t * 1_000_000),
@@ -330,19 +329,18 @@ class Decoder:
                 continue
             by_outcome = streams.get(msg.e)
             st = None if by_outcome is None else by_outcome.get(msg.o[0])
-            if st is not None and t > st.latest:  # in order: new for sure; what PointWindow.add_new does
+            if st is None:
+                st = window.stream(msg.e, msg.o[0])
+            if t > st.latest:  # in order: new for sure; what PointWindow.add_new does
                 st.ts.append(t)
                 st.ps.append(p)
                 st.latest = t
                 window.added += 1
                 if window.added >= size:
                     window.rotate()
-                market, outcome = st.market, st.outcome
-            else:
-                if not add_new((msg.e, msg.o[0], t, p)):
-                    continue
-                st = window.stream(msg.e, msg.o[0])
-                market, outcome = st.market, st.outcome  # the window's shared strings
+            elif not add_new((st.market, st.outcome, t, p)):
+                continue
+            market, outcome = st.market, st.outcome  # the window's shared strings
             if appends is None:
                 cols = buffers.columns("chance", meta.venue, (("feed", meta.feed), ("conn_id", meta.conn_id),
                                                               ("origin", VENUE), ("source", "live")), "ts_event",
@@ -363,9 +361,8 @@ class Decoder:
         return self._chance(msg, meta, [base.obj(p, "d[]") for p in base.lst(msg.get("d"), "d")], source="history")
 
     def _chance(self, msg: dict, meta: FrameMeta, points: list[dict], *, source: str) -> list[Record]:
-        # interned: the dedupe window keeps these ids for tens of thousands of points
-        event = sys.intern(base.text(msg.get("e"), "e"))
-        outcomes = [sys.intern(base.text(o, "o[]")) for o in base.lst(msg.get("o"), "o")]
+        event = base.text(msg.get("e"), "e")  # the dedupe window keeps its own shared copies of ids
+        outcomes = [base.text(o, "o[]") for o in base.lst(msg.get("o"), "o")]
         out: list[Row] = []
         add_new, row = self.points.add_new, Chance.row
         for point in points:
