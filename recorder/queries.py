@@ -16,6 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,9 @@ import attrs
 from .errors import QueryError
 from .timeutil import UTC
 
-QUERY_DIR = Path(__file__).resolve().parent.parent / "queries"
+# The top-level queries/ folder, mapped into the package as recorder.named_queries at build time
+# (pyproject.toml), so the installed wheel carries it.
+QUERY_PACKAGE = "recorder.named_queries"
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
 _UNITS = {
     "us": 1, "ms": 1_000, "s": 1_000_000, "sec": 1_000_000, "second": 1_000_000, "seconds": 1_000_000,
@@ -111,7 +115,7 @@ def parse_interval(raw: str) -> int:
     return us
 
 
-def parse_file(path: Path) -> NamedQuery:
+def parse_file(path: Path | Traversable) -> NamedQuery:
     lines = path.read_text().splitlines()
     header = []
     for line in lines:
@@ -133,13 +137,16 @@ def parse_file(path: Path) -> NamedQuery:
             columns = tuple(c.strip() for c in body.split(":", 1)[1].split(","))
         elif line.startswith("--   ") and not params:
             purpose_lines.append(body)
-    return NamedQuery(name=path.stem, purpose=" ".join(purpose_lines), params=tuple(params), columns=columns,
+    return NamedQuery(name=path.name.removesuffix(".sql"), purpose=" ".join(purpose_lines), params=tuple(params), columns=columns,
                       sql="\n".join(lines))
 
 
 @functools.cache
-def catalog(directory: Path = QUERY_DIR) -> dict[str, NamedQuery]:
-    return {p.stem: parse_file(p) for p in sorted(directory.glob("*.sql"))}
+def catalog(directory: Path | Traversable | None = None) -> dict[str, NamedQuery]:
+    """The named queries of `directory` (default: the ones shipped in the package), by name."""
+    folder = directory if directory is not None else resources.files(QUERY_PACKAGE)
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
+    return {q.name: q for q in map(parse_file, files)}
 
 
 def get(name: str) -> NamedQuery:

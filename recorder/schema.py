@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import functools
 import tomllib
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import attrs
 import pyarrow as pa
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# The top-level schemas/ folder, mapped into the package as recorder.schemas at build time
+# (pyproject.toml), so the installed wheel carries it.
+SCHEMA_PACKAGE = "recorder.schemas"
 TABLES = ("chance", "trades", "book", "prices", "account", "raw", "sessions", "rejects")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 LEVEL = pa.struct([pa.field("price", pa.float64(), nullable=False), pa.field("size", pa.float64(), nullable=False)])
@@ -65,7 +69,7 @@ class TableSchema:
         return tuple(n for n in self.names if n not in self.partition_by)
 
 
-def _parse(path: Path) -> TableSchema:
+def _parse(path: Path | Traversable) -> TableSchema:
     raw = tomllib.loads(path.read_text())
     columns = []
     for c in raw["columns"]:
@@ -85,7 +89,7 @@ def load(table: str) -> TableSchema:
     """The schema of `table`, read once from `schemas/<table>.toml`."""
     if table not in TABLES:
         raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
-    return _parse(SCHEMA_DIR / f"{table}.toml")
+    return _parse(resources.files(SCHEMA_PACKAGE) / f"{table}.toml")
 
 
 def all_schemas() -> dict[str, TableSchema]:
