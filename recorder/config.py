@@ -122,12 +122,25 @@ class StorageConfig:
 
 
 @attrs.frozen(kw_only=True)
+class HttpConfig:
+    """The daemon's HTTP listener (/metrics, /healthz, /status): off unless [http] is given."""
+
+    host: str
+    port: int  # 0: any free port (tests)
+    max_connections: int = 16
+    request_timeout: float = 5.0
+    storage_deadline: float = 120.0  # /healthz: a flush or fsync running longer than this is wedged
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     storage: StorageConfig
     feeds: tuple[FeedConfig, ...]
     summary_interval: float
     log_level: str
     path: Path | None = None
+    log_format: str = "text"
+    http: HttpConfig | None = None
 
 
 _STORAGE = {
@@ -143,6 +156,13 @@ _STORAGE = {
 _RECORDER = {
     "summary_interval_seconds": Opt(type=(int, float), default=60.0),
     "log_level": Opt(type=str, default="info"),
+    "log_format": Opt(type=str, default="text"),
+}
+_HTTP = {
+    "listen": Opt(type=str, default="127.0.0.1:9464"),
+    "max_connections": Opt(type=int, default=16),
+    "request_timeout_seconds": Opt(type=(int, float), default=5.0),
+    "storage_deadline_seconds": Opt(type=(int, float), default=120.0),
 }
 _FEED_COMMON = {
     "name": Opt(type=str, required=True),
@@ -173,7 +193,7 @@ def load(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Confi
 def parse(raw: dict, *, base: Path = Path("."), environ: Mapping[str, str] = os.environ,
           path: Path | None = None) -> Config:
     top = check_table(raw, {"storage": Opt(type=dict, required=True), "recorder": Opt(type=dict, default={}),
-                            "feeds": Opt(type=list, default=[])}, "config")
+                            "feeds": Opt(type=list, default=[]), "http": Opt(type=dict)}, "config")
     st = check_table(top["storage"], _STORAGE, "storage")
     root = (base / st["root"]).resolve()
     journal = (base / st["journal"]).resolve() if st["journal"] else root / "_journal"
@@ -189,6 +209,8 @@ def parse(raw: dict, *, base: Path = Path("."), environ: Mapping[str, str] = os.
     rec = check_table(top["recorder"], _RECORDER, "recorder")
     if rec["log_level"].lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"recorder.log_level must be debug, info, warning or error, got {rec['log_level']!r}")
+    if rec["log_format"] not in ("text", "json"):
+        raise ConfigError(f"recorder.log_format must be text or json, got {rec['log_format']!r}")
     feeds, names = [], set()
     for i, entry in enumerate(top["feeds"]):
         feed = parse_feed(entry, f"feeds[{i}]", environ)
@@ -197,7 +219,36 @@ def parse(raw: dict, *, base: Path = Path("."), environ: Mapping[str, str] = os.
         names.add(feed.name)
         feeds.append(feed)
     return Config(storage=storage, feeds=tuple(feeds), summary_interval=float(rec["summary_interval_seconds"]),
-                  log_level=rec["log_level"].lower(), path=path)
+                  log_level=rec["log_level"].lower(), path=path, log_format=rec["log_format"],
+                  http=parse_http(top["http"]) if top["http"] is not None else None)
+
+
+def parse_listen(value: str, path: str) -> tuple[str, int]:
+    """'127.0.0.1:9464', '[::1]:9464', 'localhost:9464' or '0.0.0.0:9464' -> (host, port)."""
+    import ipaddress
+
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError
+        if host != "localhost":
+            ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"{path} must be an IP address and a port, like \"127.0.0.1:9464\" or \"[::1]:9464\","
+                          f" got {value!r}") from None
+    return host, int(port)
+
+
+def parse_http(table: Any) -> HttpConfig:
+    h = check_table(table, _HTTP, "http")
+    host, port = parse_listen(h["listen"], "http.listen")
+    if h["max_connections"] < 1:
+        raise ConfigError(f"http.max_connections must be at least 1, got {h['max_connections']!r}")
+    return HttpConfig(host=host, port=port, max_connections=h["max_connections"],
+                      request_timeout=float(positive(h["request_timeout_seconds"], "http.request_timeout_seconds")),
+                      storage_deadline=float(positive(h["storage_deadline_seconds"], "http.storage_deadline_seconds")))
 
 
 def parse_feed(entry: Any, path: str, environ: Mapping[str, str]) -> FeedConfig:

@@ -23,6 +23,7 @@ import trio
 from . import journal as jr
 from .config import FeedConfig
 from .errors import ConnectFailed, ConnectionClosed, TransportError
+from .feedstate import FeedState
 from .pipeline import Pipeline
 from .transport import open_connection
 from .venues import registry
@@ -70,6 +71,8 @@ class ConnectionResult:
     healthy: bool = False
     fatal: bool = False
     immediate: bool = False  # reconnect without backoff (1001 close, reconnect notice)
+    kind: str = "stopped"  # the reason as one of feedstate.REASONS (a metric label)
+    up: bool = False  # the connection got as far as subscribed
 
 
 class Feed:
@@ -83,6 +86,9 @@ class Feed:
         self._now_ns = wall_clock
         self.connections = 0
         self.url = self.redact(cfg.url)
+        expected = self.module.make_protocol(cfg.spec, cfg.secrets, cfg.url).expected_keys()
+        self.state = FeedState(name=cfg.name, venue=cfg.venue, stale_seconds=cfg.stale_seconds,
+                               subscriptions=tuple(sorted(expected)), started_mono=_mono(), since=wall_clock() / 1e9)
 
     def _now_us(self) -> int:
         return self._now_ns() // 1000
@@ -101,6 +107,7 @@ class Feed:
                 if result.healthy:
                     self.backoff.reset()
                 delay = self.cfg.backoff_max if result.fatal else self.backoff.next()
+                self.state.backing_off(delay, self._now_ns() / 1e9)
                 log.info("feed %s: reconnecting in %.1f s", self.cfg.name, delay)
                 await trio.sleep(delay)
 
@@ -110,6 +117,7 @@ class Feed:
         conn_id = f"{self.cfg.name}-{time.time_ns() // 1_000_000:x}-{pysecrets.token_hex(2)}"
         started = trio.current_time()
         opened = False
+        self.state.connecting(conn_id, self._now_ns() / 1e9)
         try:
             headers = self.module.handshake_headers(self.cfg.spec, self.cfg.secrets)
             async with open_connection(self.cfg.url, headers=headers, max_message_bytes=self.cfg.max_message_bytes,
@@ -121,21 +129,25 @@ class Feed:
         except ConnectFailed as exc:
             result.reason = self.redact(str(exc))
             result.fatal = exc.status in (401, 403)
+            result.kind = "auth_rejected" if result.fatal else "refused"
             log.warning("feed %s: %s", self.cfg.name, result.reason)
         except ConnectionClosed as exc:
             result.reason = self.redact(str(exc))
             result.immediate = exc.code == GOING_AWAY and not wake.is_set()
+            result.kind = "dropped" if exc.code in (None, 1006) else "closed"
             log.warning("feed %s: disconnected: %s", self.cfg.name, result.reason)
         except TransportError as exc:
             result.reason = self.redact(str(exc))
+            result.kind = "dropped"
             log.warning("feed %s: %s", self.cfg.name, result.reason)
         except trio.Cancelled:
-            result.reason = "stopped"
+            result.reason, result.kind = "stopped", "stopped"
             raise
         finally:
             result.healthy = trio.current_time() - started >= self.cfg.healthy_seconds
             if opened:
                 self._journal(jr.Kind.CLOSE, conn_id, result.reason)
+            self.state.ended_connection(result.kind, result.up, trio.current_time(), self._now_ns() / 1e9)
             wake.set()
 
     async def _read(self, conn, conn_id: str, result: ConnectionResult, wake: trio.Event) -> None:
@@ -144,7 +156,7 @@ class Feed:
         for frame in frames:
             await conn.send(frame)
         if subscribed:
-            self._journal(jr.Kind.SUBSCRIBED, conn_id, "")
+            self._subscribed(conn_id, result)
         stale = self.cfg.stale_seconds
         slack = stale * 0.05  # moving a deadline costs: move it only when it has slid this far
         ingest, name, venue, now_ns = self.pipeline.ingest_frames, self.cfg.name, self.cfg.venue, self._now_ns
@@ -158,6 +170,7 @@ class Feed:
         # whose subscriptions are all busy pays nothing per frame for this.
         expected = protocol.expected_keys()
         last_data = dict.fromkeys(expected, current_time())
+        self.state.watching(last_data, current_time())
         data_key = protocol.data_key
         next_check = current_time() + stale / 4
         oldest = current_time()
@@ -186,6 +199,7 @@ class Feed:
                         quiet = [k for k, t in last_data.items() if now - t > stale]
                         if quiet:
                             result.reason = f"stale: no data for {self.redact(quiet[0])} for {stale:g} s"
+                            result.kind = "stale"
                             log.warning("feed %s: %s; reconnecting", name, result.reason)
                             await conn.aclose(1000, "stale")
                             return
@@ -199,11 +213,11 @@ class Feed:
                         for reply in control.send:
                             await conn.send(reply)
                     if control.subscribed:
-                        self._journal(jr.Kind.SUBSCRIBED, conn_id, "")
+                        self._subscribed(conn_id, result)
                     if control.error:
                         log.warning("feed %s: %s", name, self.redact(control.error))
                     if control.fatal:
-                        result.reason, result.fatal = self.redact(control.fatal), True
+                        result.reason, result.fatal, result.kind = self.redact(control.fatal), True, "auth_rejected"
                         log.error("feed %s: %s; backing off %.0f s", name, result.reason, self.cfg.backoff_max)
                         await conn.aclose(1000, "auth rejected")
                         return
@@ -217,10 +231,24 @@ class Feed:
                         await gate.wait()
                     else:
                         gate.nudge()
-        result.reason = f"stale: no frame for {stale:g} s"
+        result.reason, result.kind = f"stale: no frame for {stale:g} s", "stale"
         log.warning("feed %s: %s; reconnecting", name, result.reason)
         await conn.aclose(1000, "stale")
+
+    def _subscribed(self, conn_id: str, result: ConnectionResult) -> None:
+        self._journal(jr.Kind.SUBSCRIBED, conn_id, "")
+        if not result.up:
+            result.up = True
+            self.state.subscribed(conn_id, trio.current_time(), self._now_ns() / 1e9)
 
     def _journal(self, kind: jr.Kind, conn_id: str, text: str) -> None:
         self.pipeline.ingest(jr.Entry(kind=kind, ts_recv=self._now_us(), seq=0, feed=self.cfg.name,
                                       venue=self.cfg.venue, conn_id=conn_id, text=text))
+
+
+def _mono() -> float:
+    """Trio's clock, or 0 outside a Trio run (a Feed built for a test before trio.run)."""
+    try:
+        return trio.current_time()
+    except RuntimeError:
+        return 0.0

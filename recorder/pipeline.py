@@ -32,6 +32,7 @@ from .compact import writers_lock
 from .errors import DecodeError, JournalError
 from .fsutil import fsync_dir, write_atomic
 from .records import Reject, Session
+from .storagestats import StorageStats, rows_by_feed
 from .timeutil import US_PER_DAY
 from .venues.base import Decoder, FrameMeta, RawOnlyDecoder
 from .writer import Buffers, Flush, write_files
@@ -103,6 +104,7 @@ class Pipeline:
         self.journal: jr.Journal | None = None
         self.unfinished: Job | None = None  # cut but not yet committed (a commit failed, or is running)
         self.gate = None  # storage.FlushGate, set by the storage tasks: feeds wait at it when far behind
+        self.storage_stats = StorageStats()  # for the daemon's window (/metrics, /status)
         self._lock_fd: int | None = None
         self.instance = ""
 
@@ -312,6 +314,7 @@ class Pipeline:
     def commit(self, job: Job) -> None:
         """Make a Job durable and visible (worker thread). Safe to call again after it failed."""
         self._publish(job, self.checkpoint(job))
+        self.storage_stats.add_written(rows_by_feed(job.flush.partitions))
 
     def checkpoint(self, job: Job) -> list:
         """Step 1 of a commit: fsync the journal, write the files under temporary names, then the

@@ -9,11 +9,13 @@ everything meanwhile (in memory until it can be written).
 from __future__ import annotations
 
 import logging
+import time
 
 import attrs
 import trio
 
 from .pipeline import Pipeline
+from .storagestats import timed
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +91,20 @@ class FlushGate:
 async def run_group_commit(pipeline: Pipeline, policy: FlushPolicy) -> None:
     """fsync the journal every `commit_interval` while there is something new."""
     episode = _Episode("journal write")
-    journal = pipeline.journal
+    journal, stats = pipeline.journal, pipeline.storage_stats
     while True:
         await trio.sleep(policy.retry_interval if episode.failing else policy.commit_interval)
         if journal.position > journal.durable or episode.failing:
+            stats.fsync_busy_since = trio.current_time()
             try:
-                await trio.to_thread.run_sync(journal.sync)
+                _, seconds = await trio.to_thread.run_sync(timed, journal.sync)
+                stats.fsync_durations.observe(seconds)
                 episode.succeeded()
             except OSError as exc:
+                stats.disk_errors += 1
                 episode.failed(exc)
+            finally:
+                stats.fsync_busy_since = None
 
 
 async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) -> None:
@@ -123,12 +130,19 @@ async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) 
                 continue
         job = pipeline.next_job()
         gate.cut_made()
+        stats = pipeline.storage_stats
+        stats.flush_busy_since = trio.current_time()
         try:
-            await trio.to_thread.run_sync(pipeline.commit, job)
+            _, seconds = await trio.to_thread.run_sync(timed, pipeline.commit, job)
         except OSError as exc:
+            stats.disk_errors += 1
             episode.failed(exc)
             gate.set_failing(True)
             continue
+        finally:
+            stats.flush_busy_since = None
+        stats.flush_durations.observe(seconds)
+        stats.last_flush, stats.flushes = time.time(), stats.flushes + 1
         episode.succeeded()
         gate.set_failing(False)
 

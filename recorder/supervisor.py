@@ -13,10 +13,13 @@ import os
 import signal
 import sys
 import time
+from typing import Callable
 
 import trio
 
 from .config import Config
+from .http.status import Sources
+from .http.window import open_listeners, run_window
 from .feed import Feed
 from .pipeline import Pipeline
 from .storage import run_storage
@@ -129,9 +132,15 @@ async def run_compaction(config: Config) -> None:
                      sum(r.files_before for r in results), sum(r.files_after for r in results))
 
 
-async def run_recorder(config: Config, *, stop: trio.Event | None = None,
+async def run_recorder(config: Config, *, stop: trio.Event | None = None, listeners: list | None = None,
+                       on_http: Callable[[str], None] | None = None,
                        task_status=trio.TASK_STATUS_IGNORED) -> Pipeline:
-    """Record every configured feed until `stop` is set (or the task is cancelled)."""
+    """Record every configured feed until `stop` is set (or the task is cancelled). With [http],
+    the window (/metrics, /healthz, /status) is served on `listeners` (bound here if not given);
+    `on_http(url)` is called once it listens."""
+    started = time.time()
+    if config.http is not None and listeners is None:
+        listeners = await open_listeners(config.http)
     pipeline = await trio.to_thread.run_sync(make_pipeline(config).open)
     log.info("recording %d feeds into %s (journal %s)", len(config.feeds), config.storage.root,
              config.storage.journal)
@@ -143,6 +152,11 @@ async def run_recorder(config: Config, *, stop: trio.Event | None = None,
                 for feed in feeds:
                     nursery.start_soon(feed.run, name=f"feed {feed.cfg.name}")
                 nursery.start_soon(run_summary, pipeline, feeds, config.summary_interval)
+                if listeners:
+                    sources = Sources(config=config, pipeline=pipeline, feeds=tuple(feeds), started=started)
+                    url = await nursery.start(run_window, sources, listeners)
+                    if on_http is not None:
+                        on_http(url)
                 if config.storage.compact:
                     nursery.start_soon(run_compaction, config)
                 task_status.started(pipeline)
@@ -161,6 +175,7 @@ async def run_until_signal(config: Config) -> None:
     """`recorder run`: record until SIGINT or SIGTERM, then flush and return."""
     tune_process()
     stop = trio.Event()
+    listeners = await open_listeners(config.http) if config.http is not None else None  # a taken port: ConfigError
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             async def wait_signal() -> None:
@@ -170,5 +185,5 @@ async def run_until_signal(config: Config) -> None:
                     return
 
             nursery.start_soon(wait_signal)
-            await run_recorder(config, stop=stop)
+            await run_recorder(config, stop=stop, listeners=listeners)
             nursery.cancel_scope.cancel()

@@ -1,0 +1,196 @@
+"""A tiny HTTP/1.1 server for the daemon's window, run by `trio.serve_listeners` in the daemon's nursery.
+
+It must never slow the feeds' read loops, so everything a client could make unbounded is bounded:
+
+    request size     the request line and headers fit in `MAX_HEAD` bytes (else 431); no body (413)
+    concurrency      at most `max_connections` requests at once; one more gets 503 and is closed
+    time             each connection has `request_timeout` seconds to send its request and take the
+                     response (a slowloris client is cut off, a slow reader too)
+    methods          GET and HEAD (405 otherwise); every response closes the connection
+
+Routes are a dict: exact path -> handler, and prefixes (keys ending in "/*") for trees such as
+"/api/*"; the longest matching prefix wins. A handler is `async def handler(request) -> Response`.
+Adding a route needs no change here.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Awaitable, Callable, Mapping
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+import trio
+
+log = logging.getLogger("recorder.http")
+
+MAX_HEAD = 8 * 1024
+METHODS = ("GET", "HEAD")
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    method: str
+    path: str
+    query: Mapping[str, list[str]]
+    headers: Mapping[str, str]  # lower-case names
+
+
+@attrs.frozen(kw_only=True)
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def text(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    """A one-line plain-text response."""
+    return Response(status=status, body=(message + "\n").encode(), headers=headers)
+
+
+class BadRequest(Exception):
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def parse_head(head: bytes) -> Request:
+    """The request line and headers (everything before the blank line) -> Request; BadRequest otherwise."""
+    try:
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ")
+    except ValueError:
+        raise BadRequest(text(400, "bad request: the request line must be METHOD TARGET HTTP/1.1")) from None
+    if not version.startswith("HTTP/1."):
+        raise BadRequest(text(505, f"HTTP version not supported: {version[:16]!r}"))
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise BadRequest(text(400, "bad request: malformed header line"))
+        headers[name.lower()] = value.strip()
+    if method not in METHODS:
+        raise BadRequest(text(405, f"method {method[:16]!r} not allowed: GET or HEAD only",
+                              (("Allow", "GET, HEAD"),)))
+    if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
+        raise BadRequest(text(413, "request bodies are not accepted"))
+    parts = urlsplit(target)
+    return Request(method=method, path=parts.path or "/", query=parse_qs(parts.query), headers=headers)
+
+
+def route(routes: Mapping[str, Handler], path: str) -> Handler | None:
+    """The handler for `path`: an exact key, else the longest "prefix/*" key that matches."""
+    handler = routes.get(path)
+    if handler is not None:
+        return handler
+    best = None
+    for key in routes:
+        if key.endswith("/*") and path.startswith(key[:-1]) and (best is None or len(key) > len(best)):
+            best = key
+    return routes[best] if best is not None else None
+
+
+def encode(response: Response, *, head_only: bool = False) -> bytes:
+    reason = HTTPStatus(response.status).phrase if response.status in HTTPStatus._value2member_map_ else ""
+    lines = [f"HTTP/1.1 {response.status} {reason}", f"Content-Type: {response.content_type}",
+             f"Content-Length: {len(response.body)}", "Connection: close", "Cache-Control: no-store",
+             *(f"{k}: {v}" for k, v in response.headers)]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if head_only else head + response.body
+
+
+async def read_head(stream: trio.abc.Stream) -> bytes:
+    """Bytes up to the blank line ending the headers; BadRequest if longer than MAX_HEAD or cut short."""
+    buf = bytearray()
+    while True:
+        data = await stream.receive_some(4096)
+        if not data:
+            raise EOFError
+        buf += data
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            return bytes(buf[:end])
+        if len(buf) > MAX_HEAD:
+            raise BadRequest(text(431, f"request head too large: the limit is {MAX_HEAD} bytes"))
+
+
+async def drain(stream: trio.abc.Stream, limit: int = 64 * 1024) -> None:
+    """Read and drop what the client still sends (up to `limit` bytes), so closing does not reset
+    the connection before it has read our error response."""
+    try:
+        while limit > 0:
+            data = await stream.receive_some(16384)
+            if not data:
+                return
+            limit -= len(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+@attrs.define
+class ListenerStats:
+    """Counts for tests and the log: requests served, refused as over the limit, timed out."""
+
+    served: int = 0
+    refused: int = 0
+    timed_out: int = 0
+    bad: int = 0
+
+
+class Listener:
+    def __init__(self, routes: Mapping[str, Handler], *, max_connections: int = 16,
+                 request_timeout: float = 5.0) -> None:
+        self.routes = routes  # a live mapping: routes added later are served
+        self.limit = trio.CapacityLimiter(max_connections)
+        self.request_timeout = request_timeout
+        self.stats = ListenerStats()
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        try:
+            self.limit.acquire_nowait()
+        except trio.WouldBlock:
+            self.stats.refused += 1
+            with trio.move_on_after(1):
+                await self._send(stream, encode(text(503, "too many connections: try again shortly")))
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            with trio.move_on_after(self.request_timeout) as scope:
+                await self._exchange(stream)
+            if scope.cancelled_caught:
+                self.stats.timed_out += 1
+        finally:
+            self.limit.release()
+            await trio.aclose_forcefully(stream)
+
+    async def _exchange(self, stream: trio.SocketStream) -> None:
+        try:
+            request = parse_head(await read_head(stream))
+        except BadRequest as exc:
+            self.stats.bad += 1
+            await self._send(stream, encode(exc.response))
+            with trio.move_on_after(0.5):
+                await drain(stream)
+            return
+        except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        handler = route(self.routes, request.path)
+        if handler is None:
+            response = text(404, f"not found: {request.path[:200]}; try /metrics, /healthz or /status")
+        else:
+            response = await handler(request)
+        self.stats.served += 1
+        await self._send(stream, encode(response, head_only=request.method == "HEAD"))
+
+    @staticmethod
+    async def _send(stream: trio.SocketStream, data: bytes) -> None:
+        try:
+            await stream.send_all(data)
+            await stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
