@@ -7,7 +7,6 @@ in one line on stderr naming the problem, and exit status 2.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -40,9 +39,10 @@ def _data_root(args) -> Path:
     return cfgmod.load(args.config).storage.root
 
 
-def _setup_logging(level: str = "info") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+def _setup_logging(level: str = "info", fmt: str = "text") -> None:
+    from .logfmt import setup
+
+    setup(level, fmt)
 
 
 def cmd_run(args) -> int:
@@ -51,7 +51,7 @@ def cmd_run(args) -> int:
     from .supervisor import run_until_signal
 
     config = cfgmod.load(args.config)
-    _setup_logging(config.log_level)
+    _setup_logging(config.log_level, config.log_format)
     trio.run(run_until_signal, config)
     return 0
 
@@ -144,6 +144,13 @@ def cmd_sql(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from .http import statuscmd
+
+    url = args.url or (statuscmd.url_from_config(args.config) if args.config else statuscmd.DEFAULT_URL)
+    return statuscmd.main(url)
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -194,6 +201,12 @@ def parser() -> argparse.ArgumentParser:
     comp.add_argument("--table", action="append", help="only this table (repeatable)")
     comp.add_argument("--before", help="only partitions dated before this day (YYYY-MM-DD), e.g. today's date")
     comp.set_defaults(func=cmd_compact)
+
+    st = sub.add_parser("status", help="a running daemon's feeds and storage as a table; exit 0 all subscribed and "
+                        "fresh, 1 some stale/down/backing off, 2 unreachable")
+    st.add_argument("--url", help="the daemon's [http] address (default: from --config, else http://127.0.0.1:9464)")
+    st.add_argument("--config", help="read the address from this config's [http] listen")
+    st.set_defaults(func=cmd_status)
 
     lst = sub.add_parser("queries", help="list the named queries and their parameters")
     lst.set_defaults(func=cmd_queries)

@@ -102,13 +102,15 @@ class Feed:
                 nursery.start_soon(self._connection, result, wake)
                 await wake.wait()
                 if result.immediate:
-                    log.info("feed %s: reconnecting now (%s)", self.cfg.name, result.reason)
+                    log.info("feed %s: reconnecting now (%s)", self.cfg.name, result.reason,
+                             extra={"fields": {"reason": result.kind}})
                     continue
                 if result.healthy:
                     self.backoff.reset()
                 delay = self.cfg.backoff_max if result.fatal else self.backoff.next()
                 self.state.backing_off(delay, self._now_ns() / 1e9)
-                log.info("feed %s: reconnecting in %.1f s", self.cfg.name, delay)
+                log.info("feed %s: reconnecting in %.1f s", self.cfg.name, delay,
+                         extra={"fields": {"delay_seconds": round(delay, 3)}})
                 await trio.sleep(delay)
 
     async def _connection(self, result: ConnectionResult, wake: trio.Event) -> None:
@@ -124,22 +126,26 @@ class Feed:
                                        transport=self.cfg.transport) as conn:
                 opened = True
                 self._journal(jr.Kind.OPEN, conn_id, self.url)
-                log.info("feed %s: connected to %s (%s)", self.cfg.name, self.url, conn_id)
+                log.info("feed %s: connected to %s (%s)", self.cfg.name, self.url, conn_id,
+                         extra={"fields": {"conn_id": conn_id, "url": self.url}})
                 await self._read(conn, conn_id, result, wake)
         except ConnectFailed as exc:
             result.reason = self.redact(str(exc))
             result.fatal = exc.status in (401, 403)
             result.kind = "auth_rejected" if result.fatal else "refused"
-            log.warning("feed %s: %s", self.cfg.name, result.reason)
+            log.warning("feed %s: %s", self.cfg.name, result.reason,
+                        extra={"fields": {"conn_id": conn_id, "reason": result.kind, "status": exc.status}})
         except ConnectionClosed as exc:
             result.reason = self.redact(str(exc))
             result.immediate = exc.code == GOING_AWAY and not wake.is_set()
             result.kind = "dropped" if exc.code in (None, 1006) else "closed"
-            log.warning("feed %s: disconnected: %s", self.cfg.name, result.reason)
+            log.warning("feed %s: disconnected: %s", self.cfg.name, result.reason,
+                        extra={"fields": {"conn_id": conn_id, "reason": result.kind, "code": exc.code}})
         except TransportError as exc:
             result.reason = self.redact(str(exc))
             result.kind = "dropped"
-            log.warning("feed %s: %s", self.cfg.name, result.reason)
+            log.warning("feed %s: %s", self.cfg.name, result.reason,
+                        extra={"fields": {"conn_id": conn_id, "reason": result.kind}})
         except trio.Cancelled:
             result.reason, result.kind = "stopped", "stopped"
             raise

@@ -110,7 +110,8 @@ async def run_summary(pipeline: Pipeline, feeds: list[Feed], interval: float) ->
                 continue
             age = (now - s.last_frame) / 1e6 if s.last_frame else float("nan")
             log.info("feed %s: %d frames, %d rows, %d rejects, last frame %.1f s ago", f.cfg.name, s.frames,
-                     s.rows, s.rejects, age)
+                     s.rows, s.rejects, age, extra={"fields": {"frames": s.frames, "rows": s.rows,
+                                                               "rejects": s.rejects, "last_frame_age_seconds": age}})
 
 
 async def run_compaction(config: Config) -> None:

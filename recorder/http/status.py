@@ -24,7 +24,7 @@ class FeedSnap:
     view: FeedView
     frames: int
     rejects: int
-    rows: int  # rows decoded (all tables, raw included), as the pipeline counts them
+    rows: int  # rows decoded from frames (every table but raw), as the pipeline counts them
     last_frame_age: float  # seconds; since the feed started when no frame came yet
     rows_written: dict[str, int]  # table -> rows committed to Parquet
 
