@@ -151,6 +151,17 @@ def cmd_status(args) -> int:
     return statuscmd.main(url)
 
 
+def cmd_prometheus(args) -> int:
+    from importlib import resources
+
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("alerts.yml", "alerts_test.yml", "prometheus.yml"):
+        (out / name).write_text((resources.files("recorder.prometheus") / name).read_text())
+        print(out / name)
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -207,6 +218,11 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--url", help="the daemon's [http] address (default: from --config, else http://127.0.0.1:9464)")
     st.add_argument("--config", help="read the address from this config's [http] listen")
     st.set_defaults(func=cmd_status)
+
+    prom = sub.add_parser("prometheus", help="write the Prometheus alert rules, their tests and an example "
+                          "scrape config into DIR")
+    prom.add_argument("dir", help="directory to write alerts.yml, alerts_test.yml and prometheus.yml into")
+    prom.set_defaults(func=cmd_prometheus)
 
     lst = sub.add_parser("queries", help="list the named queries and their parameters")
     lst.set_defaults(func=cmd_queries)
