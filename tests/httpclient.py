@@ -1,0 +1,43 @@
+"""A raw HTTP/1.1 client over trio sockets, for tests that must also misbehave (slowloris, huge
+requests, floods): send exactly these bytes, read the response until the server closes."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import trio
+
+
+def address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname, parts.port
+
+
+async def exchange(url: str, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `raw`, read until EOF; (status, headers, body)."""
+    host, port = address(url)
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        await stream.send_all(raw)
+        data = bytearray()
+        while True:
+            try:
+                chunk = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return parse(bytes(data))
+
+
+def parse(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1]) if lines[0] else 0
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return status, headers, body
+
+
+async def get(url: str, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    return await exchange(url, f"{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
