@@ -14,12 +14,19 @@ def address(url: str) -> tuple[str, int]:
 
 
 async def exchange(url: str, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send `raw`, read until EOF; (status, headers, body)."""
+    """Send `raw` while reading the answer until EOF (a server may answer and close before it has
+    read everything, as it should for a huge request); (status, headers, body)."""
     host, port = address(url)
     stream = await trio.open_tcp_stream(host, port)
-    async with stream:
-        await stream.send_all(raw)
-        data = bytearray()
+    data = bytearray()
+    async with stream, trio.open_nursery() as nursery:
+        async def send() -> None:
+            try:
+                await stream.send_all(raw)
+            except trio.BrokenResourceError:
+                pass  # the server stopped reading and closed: its answer is what counts
+
+        nursery.start_soon(send)
         while True:
             try:
                 chunk = await stream.receive_some(65536)
@@ -28,6 +35,7 @@ async def exchange(url: str, raw: bytes) -> tuple[int, dict[str, str], bytes]:
             if not chunk:
                 break
             data += chunk
+        nursery.cancel_scope.cancel()
     return parse(bytes(data))
 
 
