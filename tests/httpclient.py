@@ -48,4 +48,4 @@ def parse(data: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 async def get(url: str, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    return await exchange(url, f"{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    return await exchange(url, f"{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
