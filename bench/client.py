@@ -12,6 +12,8 @@ import logging
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -55,14 +57,26 @@ def feed_for(mix: str, url: str, transport: str) -> dict:
     return {"name": "bench", "venue": "predictfun", "topics": ["predictOrderbook/123"], **common}
 
 
-async def recorder(url: str, transport: str, mix: str, frames: int, root: Path, storage: dict) -> dict:
+async def recorder(url: str, transport: str, mix: str, frames: int, root: Path, storage: dict,
+                   scrape_every: float | None = None) -> dict:
+    """With `scrape_every`, the daemon serves its window ([http]) and another process scrapes
+    /metrics that often throughout the run."""
+    http = {"http": {"listen": "127.0.0.1:0"}} if scrape_every else {}
     cfg = cfgmod.parse({"storage": {"root": str(root), **storage}, "recorder": {"summary_interval_seconds": 3600},
-                        "feeds": [feed_for(mix, url, transport)]}, environ={})
+                        "feeds": [feed_for(mix, url, transport)], **http}, environ={})
     stop = trio.Event()
     out: dict = {}
     durable_lat, visible_lat = [], []
+    scraper = None
+
+    def start_scraper(window: str) -> None:
+        nonlocal scraper
+        scraper = subprocess.Popen([sys.executable, "-m", "bench.scraper", window, str(scrape_every)],
+                                   stdout=subprocess.PIPE, text=True)
+
     async with trio.open_nursery() as nursery:
-        pipeline = await nursery.start(lambda task_status: run_recorder(cfg, stop=stop, task_status=task_status))
+        pipeline = await nursery.start(lambda task_status: run_recorder(cfg, stop=stop, on_http=start_scraper,
+                                                                        task_status=task_status))
         t_first = None
         cpu_first = None
         pending_d, pending_v = [], []  # (time sampled, journal position) awaiting durable / committed
@@ -95,6 +109,9 @@ async def recorder(url: str, transport: str, mix: str, frames: int, root: Path, 
                                                          - cpu_first[1].ru_stime) / (n - n_first) * 1e6, 2)
                 break
         t_stop = time.perf_counter()
+        if scraper is not None:
+            scraper.terminate()
+            out.update(json.loads(scraper.communicate(timeout=30)[0] or "{}"))
         stop.set()
     out["close_seconds"] = time.perf_counter() - t_stop
     out["rate_with_final_flush"] = out["frames"] / (out["seconds"] + out["close_seconds"])
@@ -116,6 +133,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, required=True)
     ap.add_argument("--root")
     ap.add_argument("--storage", default="{}", help="JSON of [storage] overrides")
+    ap.add_argument("--scrape-every", type=float, help="serve [http] and scrape /metrics this often (seconds)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if a.mode == "bare":
@@ -123,7 +141,7 @@ def main() -> None:
     else:
         root = Path(a.root) if a.root else Path(tempfile.mkdtemp(prefix="bench-")) / "data"
         tune_process()  # as `recorder run` does
-        result = trio.run(recorder, a.url, a.transport, a.mix, a.frames, root, json.loads(a.storage))
+        result = trio.run(recorder, a.url, a.transport, a.mix, a.frames, root, json.loads(a.storage), a.scrape_every)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result), flush=True)
 

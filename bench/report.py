@@ -55,6 +55,20 @@ def main() -> None:
              if s['recorder/bare, websockets'] >= 0.5 else "its own work per frame is still larger than the faster transport's."),
           "", "Where the recorder's time per frame goes on websockets, and what changed, is written up in "
           "docs/PROFILE.md (py-spy of the event loop during this benchmark)."]
+    if "metrics" in r:
+        mc = r["metrics"]
+        L += ["", "## Cost of the metrics endpoint", "",
+              f"The full recorder (small frames, websockets) with [http] off, and with it on and /metrics scraped every "
+              f"{mc['scrape_every']:g} s by another process, taking turns in the same run (best of "
+              f"{len(mc['off']['runs'])}). Nothing is counted per frame for the metrics: the scrape reads the counters "
+              "the pipeline keeps anyway.", "",
+              "| | frames/s | event-loop CPU per frame | scrapes in the run |", "|---|---|---|---|",
+              f"| metrics off | {fmt(mc['off']['rate'])} | {mc['off']['loop_cpu_us_per_frame']:.2f} µs | — |",
+              f"| metrics on | {fmt(mc['on']['rate'])} | {mc['on']['loop_cpu_us_per_frame']:.2f} µs | "
+              f"{mc['on'].get('scrapes', '—')} |", "",
+              f"On / off: rate {mc['rate_on_over_off']:.3f}, event-loop CPU per frame {mc['loop_cpu_on_over_off']:.3f}. "
+              f"Target: cost under 3% of the rate: {target(mc['rate_on_over_off'] >= 0.97)}. All runs (frames/s): off "
+              + ", ".join(f"{x:,}" for x in mc["off"]["runs"]) + "; on " + ", ".join(f"{x:,}" for x in mc["on"]["runs"]) + "."]
     m = mem
     L += ["", f"## Memory and latency ({m['websockets']['frames']:,} small frames, default flush policy)", "",
           "| transport | peak RSS | receive → fsynced journal p50 / p99 | receive → visible in a query p50 / p99 |",

@@ -30,9 +30,12 @@ def sender_running(mix: str, frames: int) -> Iterator[int]:
         proc.kill()
 
 
-def client(mode: str, transport: str, mix: str, port: int, frames: int, storage: dict | None = None) -> dict:
+def client(mode: str, transport: str, mix: str, port: int, frames: int, storage: dict | None = None,
+           scrape_every: float | None = None) -> dict:
     args = [sys.executable, "-m", "bench.client", "--mode", mode, "--transport", transport, "--mix", mix,
             "--url", f"ws://127.0.0.1:{port}/ws", "--frames", str(frames), "--storage", json.dumps(storage or {})]
+    if scrape_every:
+        args += ["--scrape-every", str(scrape_every)]
     out = subprocess.run(args, capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{out.stderr}")
@@ -57,6 +60,34 @@ def ingest(frames: int, repeats: int) -> dict:
                         results[key] = {**best, "runs": runs}
                         print(f"  ingest {mix:5} {transport:14} {mode:8} round {round_no + 1}: {r['rate']:>10,.0f} frames/s"
                               f"  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    return results
+
+
+SCRAPE_EVERY = 1.0  # seconds: Prometheus' default is 15 s and 5 s is already frequent; 1 s is the worst case here
+
+
+def metrics_cost(frames: int, repeats: int) -> dict:
+    """The full recorder on its default transport, small frames, with the window off and with it on
+    and /metrics scraped every SCRAPE_EVERY s by another process: the two take turns, round by round,
+    in the same run; the best run of each is its figure."""
+    results: dict = {}
+    with sender_running("small", frames) as port:
+        for round_no in range(repeats):
+            for label, every in (("off", None), ("on", SCRAPE_EVERY)):
+                r = client("recorder", "websockets", "small", port, frames, scrape_every=every)
+                best = results.get(label)
+                runs = (best or {}).get("runs", []) + [round(r["rate"])]
+                if best is None or r["rate"] > best["rate"]:
+                    best = r
+                results[label] = {**best, "runs": runs}
+                print(f"  metrics {label:3} round {round_no + 1}: {r['rate']:>10,.0f} frames/s, event-loop CPU "
+                      f"{r['loop_cpu_us_per_frame']:.2f} µs/frame" + (f", {r.get('scrapes', 0)} scrapes" if every else ""),
+                      flush=True)
+    results["scrape_every"] = SCRAPE_EVERY
+    results["rate_on_over_off"] = results["on"]["rate"] / results["off"]["rate"]
+    results["loop_cpu_on_over_off"] = results["on"]["loop_cpu_us_per_frame"] / results["off"]["loop_cpu_us_per_frame"]
+    print(f"  metrics on / off: rate {results['rate_on_over_off']:.3f}, event-loop CPU per frame "
+          f"{results['loop_cpu_on_over_off']:.3f}", flush=True)
     return results
 
 
@@ -92,17 +123,26 @@ def main() -> None:
     ap.add_argument("--memory-frames", type=int, default=1_000_000)
     ap.add_argument("--query-scale", type=float, default=1.0, help="1.0 = 10M chance rows")
     ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--only-metrics", action="store_true", help="run only the metrics on/off ingest comparison")
     a = ap.parse_args()
     OUT.mkdir(exist_ok=True)
     results: dict = {"machine": {"python": platform.python_version(), "cpu_count": __import__("os").cpu_count(),
                                  "platform": platform.platform()},
                      "command": " ".join(["python -m bench.run"] + sys.argv[1:]), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if a.only_metrics:
+        print("ingest with the metrics endpoint off and on:", flush=True)
+        results["metrics"] = metrics_cost(a.frames, a.repeats)
+        (OUT / "metrics.json").write_text(json.dumps(results, indent=1))
+        print(f"wrote {OUT / 'metrics.json'}")
+        return
     print("ingest (one core for the sender, one for the client):", flush=True)
     results["ingest"] = ingest(a.frames, a.repeats)
     results["ingest_ratios"] = ratios(results["ingest"])
     for mix, rs in results["ingest_ratios"].items():
         for k, v in rs.items():
             print(f"  {mix:5} {k:46} {v:5.2f}")
+    print("ingest with the metrics endpoint off and on:", flush=True)
+    results["metrics"] = metrics_cost(a.frames, a.repeats)
     print("memory and latency (default flush policy):", flush=True)
     results["memory"] = memory(a.memory_frames)
     print("recovery:", flush=True)
