@@ -227,3 +227,21 @@ async def test_healthz_says_503_while_the_storage_worker_is_wedged(tmp_path, mon
 
 async def _headers(url):
     return (await get(url, "/healthz"))[1]
+
+
+def test_a_taken_port_is_one_line_and_exit_2_before_anything_connects(tmp_path):
+    """`recorder run` with [http] listen on a port another socket holds: exit 2, one line naming it."""
+    import socket
+    import subprocess
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(f'[storage]\nroot = "{tmp_path / "data"}"\n[http]\nlisten = "127.0.0.1:{port}"\n')
+        r = subprocess.run([sys.executable, "-m", "recorder.cli", "run", "--config", str(cfg)], capture_output=True,
+                           text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr == f"recorder: error: http.listen: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert not (tmp_path / "data").exists()  # nothing was opened
