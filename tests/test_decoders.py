@@ -243,6 +243,19 @@ def test_predictfun_book_and_settlement_once():
     assert [type(r).__name__ for r in rows] == ["Book", "Trade", "Book"]  # same settlement: no second trade
 
 
+def test_yes_and_no_are_one_name_whatever_the_case():
+    """A settled order's outcome "YES" (the spelling of predict.fun's wallet events) and an InTots token
+    "yes" are recorded as Yes, the name the book and chance rows use; other names stay as sent."""
+    settled = {**BOOK["lastOrderSettled"], "outcome": "YES"}
+    rows, _ = dec(predictfun, [{"type": "M", "topic": "predictOrderbook/123", "data": {**BOOK, "lastOrderSettled": settled}}],
+                  topics=("predictOrderbook/123",))
+    assert [r.outcome for r in rows] == ["Yes", "Yes"]
+    rows, _ = dec(intots, [{"type": "trade", "trade": {**TRADE, "token": "yes"}},
+                           {"type": "trade", "trade": {**TRADE, "token": "NO"}},
+                           {"type": "trade", "trade": {**TRADE, "token": "Maybe"}}], stream="trades")
+    assert [r.outcome for r in rows] == ["Yes", "No", "Maybe"]
+
+
 def test_predictfun_chances_prices_wallet():
     """Relayed chances scale to 0..1 with their origin; prices and wallet events (type or eventType)."""
     rows, _ = dec(predictfun, [

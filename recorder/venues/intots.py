@@ -185,7 +185,7 @@ class Decoder:
         amount = base.integer(t.get("amount"), "trade.amount")
         record = Trade(
             ts_event=None, market=base.text(t.get("market"), "trade.market"),
-            event=base.opt_text(t.get("event"), "trade.event"), outcome=base.opt_text(t.get("token"), "trade.token"),
+            event=base.opt_text(t.get("event"), "trade.event"), outcome=base.outcome_name(t.get("token"), "trade.token"),
             notional=amount / 100, notional_minor=amount, trader=base.opt_text(t.get("name"), "trade.name"),
             source="history" if history else "live", **meta.common())
         fp = base.compact([record.market, record.event, record.outcome, amount, record.trader])
