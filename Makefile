@@ -5,7 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test soak bench clean
+.PHONY: install system-deps demo test soak bench clean
+
+# Debian packages of the services some tests run for real (PostgreSQL for the lake, Prometheus and
+# promtool for metrics and alert rules, Chromium for the pages). Needs root and apt-get; without
+# them those tests skip and say why.
+SYSTEM_PACKAGES := postgresql prometheus chromium
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,6 +18,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+system-deps:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then echo "system packages present"; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "warning: not root or no apt-get: not installing$$missing (their tests will skip)"; \
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
+	  >/dev/null || echo "warning: could not install$$missing (their tests will skip)"; fi
 
 demo: $(STAMP)
 	$(BIN)/recorder demo

@@ -190,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="serve all three venue simulators on loopback and print their URLs")
     sim.add_argument("--seconds", type=float, default=0, help="stop after this long (default: run until Ctrl-C)")
     sim.add_argument("--interval", type=float, default=0.1, help="seconds between pushes per connection")
-    sim.add_argument("--fault-every", type=float, default=0.0, help="inject a random fault this often (seconds)")
+    sim.add_argument("--fault-every", type=float, default=0.0, help="inject a fault this often (seconds), the kinds in turn")
     sim.set_defaults(func=cmd_simulate)
 
     for name, helptext in (("query", "run a named query from queries/"), ("sql", "run any SQL over the table views")):

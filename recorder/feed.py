@@ -181,65 +181,74 @@ class Feed:
         next_check = current_time() + stale / 4
         oldest = current_time()
         seq = 0
-        with trio.move_on_after(stale) as watchdog:
-            while True:
-                # Every frame already read, stamped with one receive time: they arrived together.
-                texts = await conn.receive_many()
-                ts = now_ns() // 1000
-                now = current_time()
-                if now + stale - watchdog.deadline > slack:
-                    watchdog.deadline = now + stale
-                if redact is not None:
-                    texts = [redact(t) for t in texts]
-                ingest(name, venue, conn_id, seq + 1, ts, texts)
-                seq += len(texts)
-                if expected:
-                    if now - oldest > slack:
-                        for text in texts:
-                            key = data_key(text)
-                            if key in last_data:
-                                last_data[key] = now
-                        oldest = min(last_data.values())
-                    if now >= next_check:
-                        next_check = now + stale / 4
-                        quiet = [k for k, t in last_data.items() if now - t > stale]
-                        if quiet:
-                            result.reason = f"stale: no data for {self.redact(quiet[0])} for {stale:g} s"
-                            result.kind = "stale"
-                            log.warning("feed %s: %s; reconnecting", name, result.reason)
-                            await conn.aclose(1000, "stale")
+        close = "stopped"  # the close frame's reason when the recorder ends the connection itself
+        try:
+            with trio.move_on_after(stale) as watchdog:
+                while True:
+                    # Every frame already read, stamped with one receive time: they arrived together.
+                    texts = await conn.receive_many()
+                    ts = now_ns() // 1000
+                    now = current_time()
+                    if now + stale - watchdog.deadline > slack:
+                        watchdog.deadline = now + stale
+                    if redact is not None:
+                        texts = [redact(t) for t in texts]
+                    ingest(name, venue, conn_id, seq + 1, ts, texts)
+                    seq += len(texts)
+                    if expected:
+                        if now - oldest > slack:
+                            for text in texts:
+                                key = data_key(text)
+                                if key in last_data:
+                                    last_data[key] = now
+                            oldest = min(last_data.values())
+                        if now >= next_check:
+                            next_check = now + stale / 4
+                            quiet = [k for k, t in last_data.items() if now - t > stale]
+                            if quiet:
+                                result.reason = f"stale: no data for {self.redact(quiet[0])} for {stale:g} s"
+                                result.kind = "stale"
+                                log.warning("feed %s: %s; reconnecting", name, result.reason)
+                                close = "stale"
+                                return
+                    if run_is_quiet is not None and run_is_quiet(texts):
+                        texts = ()  # no frame of the run needs the control side
+                    for text in texts:
+                        control = on_frame(text)
+                        if control is NOTHING:  # nearly every frame: skip the five checks below
+                            continue
+                        if control.send:
+                            for reply in control.send:
+                                await conn.send(reply)
+                        if control.subscribed:
+                            self._subscribed(conn_id, result)
+                        if control.error:
+                            log.warning("feed %s: %s", name, self.redact(control.error))
+                        if control.fatal:
+                            result.reason, result.fatal, result.kind = self.redact(control.fatal), True, "auth_rejected"
+                            log.error("feed %s: %s; backing off %.0f s", name, result.reason, self.cfg.backoff_max)
+                            close = "auth rejected"
                             return
-                if run_is_quiet is not None and run_is_quiet(texts):
-                    texts = ()  # no frame of the run needs the control side
-                for text in texts:
-                    control = on_frame(text)
-                    if control is NOTHING:  # nearly every frame: skip the five checks below
-                        continue
-                    if control.send:
-                        for reply in control.send:
-                            await conn.send(reply)
-                    if control.subscribed:
-                        self._subscribed(conn_id, result)
-                    if control.error:
-                        log.warning("feed %s: %s", name, self.redact(control.error))
-                    if control.fatal:
-                        result.reason, result.fatal, result.kind = self.redact(control.fatal), True, "auth_rejected"
-                        log.error("feed %s: %s; backing off %.0f s", name, result.reason, self.cfg.backoff_max)
-                        await conn.aclose(1000, "auth rejected")
-                        return
-                    if control.reconnect and not wake.is_set():
-                        result.reason, result.immediate = self.redact(control.reconnect), True
-                        wake.set()  # the next connection starts now; this one is read until it closes
-                # Far ahead of the Parquet flush: wait for its cut (after this run's replies are sent).
-                gate = pipeline.gate
-                if gate is not None and buffers.rows >= gate.soft_limit:
-                    if buffers.rows >= gate.limit:
-                        await gate.wait()
-                    else:
-                        gate.nudge()
-        result.reason, result.kind = f"stale: no frame for {stale:g} s", "stale"
-        log.warning("feed %s: %s; reconnecting", name, result.reason)
-        await conn.aclose(1000, "stale")
+                        if control.reconnect and not wake.is_set():
+                            result.reason, result.immediate = self.redact(control.reconnect), True
+                            wake.set()  # the next connection starts now; this one is read until it closes
+                    # Far ahead of the Parquet flush: wait for its cut (after this run's replies are sent).
+                    gate = pipeline.gate
+                    if gate is not None and buffers.rows >= gate.soft_limit:
+                        if buffers.rows >= gate.limit:
+                            await gate.wait()
+                        else:
+                            gate.nudge()
+            result.reason, result.kind = f"stale: no frame for {stale:g} s", "stale"
+            log.warning("feed %s: %s; reconnecting", name, result.reason)
+            close = "stale"
+        finally:
+            # Whoever ends it, the venue may send until it answers our close frame: those frames
+            # were received and are recorded like any other.
+            with trio.CancelScope(shield=True):
+                left = await conn.aclose(1000, close)
+            if left:
+                ingest(name, venue, conn_id, seq + 1, now_ns() // 1000, [redact(t) for t in left] if redact else left)
 
     def _subscribed(self, conn_id: str, result: ConnectionResult) -> None:
         self._journal(jr.Kind.SUBSCRIBED, conn_id, "")

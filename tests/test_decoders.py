@@ -185,9 +185,30 @@ def test_intots_chart_all_three_forms():
         {"type": "chart_update", "ratios": [0.66, 0.34]},
     ], stream="chart", event_id="42")
     assert [(r.outcome, r.probability, r.source, r.ts_event is None) for r in rows] == [
-        ("Yes", 0.645, "live", False), ("No", 0.355, "live", False), ("0", 0.65, "history", False),
-        ("1", 0.35, "history", False), ("0", 0.66, "live", True), ("1", 0.34, "live", True)]
+        ("Yes", 0.645, "live", False), ("No", 0.355, "live", False), ("Yes", 0.65, "history", False),
+        ("No", 0.35, "history", False), ("Yes", 0.66, "live", True), ("No", 0.34, "live", True)]
     assert {r.market for r in rows} == {"42"}
+
+
+def test_intots_chart_one_outcome_one_name_in_every_form():
+    """A point sent live in the seed form and again as history in a value list is recorded once, under
+    one name; a ratio key in another case is the same outcome; configured names replace Yes/No."""
+    at = "2026-03-15T14:30:05Z"
+    rows, _ = dec(intots, [
+        {"type": "chart_update", "timestamp": at, "ratios": {"YES": 6450, "no": 3550}},
+        {"type": "init", "event_id": 42, "ratios": [{"timestamp": at, "values": [0.645, 0.355]}]},
+    ], stream="chart", event_id="42")
+    assert [(r.outcome, r.probability) for r in rows] == [("Yes", 0.645), ("No", 0.355)]
+    rows, _ = dec(intots, [{"type": "chart_update", "ratios": [0.2, 0.3, 0.5]}], stream="chart", event_id="42",
+                  outcomes=("Low", "Mid", "High"))
+    assert [(r.outcome, r.probability) for r in rows] == [("Low", 0.2), ("Mid", 0.3), ("High", 0.5)]
+
+
+def test_intots_value_list_longer_than_the_outcomes_is_rejected():
+    """Three values for the two default outcomes: a reject naming the fix, never a guessed name."""
+    d = intots.make_decoder(intots.FeedSpec(stream="chart", event_id="42"))
+    with pytest.raises(DecodeError, match="3 values for 2 known outcomes.*outcomes option"):
+        d.decode(json.dumps({"type": "chart_update", "ratios": [0.2, 0.3, 0.5]}), meta("intots"))
 
 
 def test_intots_price_scale():
@@ -220,6 +241,19 @@ def test_predictfun_book_and_settlement_once():
     rows, _ = dec(predictfun, [push, {"type": "M", "topic": "predictOrderbook/123", "data": newer}],
                   topics=("predictOrderbook/123",))
     assert [type(r).__name__ for r in rows] == ["Book", "Trade", "Book"]  # same settlement: no second trade
+
+
+def test_yes_and_no_are_one_name_whatever_the_case():
+    """A settled order's outcome "YES" (the spelling of predict.fun's wallet events) and an InTots token
+    "yes" are recorded as Yes, the name the book and chance rows use; other names stay as sent."""
+    settled = {**BOOK["lastOrderSettled"], "outcome": "YES"}
+    rows, _ = dec(predictfun, [{"type": "M", "topic": "predictOrderbook/123", "data": {**BOOK, "lastOrderSettled": settled}}],
+                  topics=("predictOrderbook/123",))
+    assert [r.outcome for r in rows] == ["Yes", "Yes"]
+    rows, _ = dec(intots, [{"type": "trade", "trade": {**TRADE, "token": "yes"}},
+                           {"type": "trade", "trade": {**TRADE, "token": "NO"}},
+                           {"type": "trade", "trade": {**TRADE, "token": "Maybe"}}], stream="trades")
+    assert [r.outcome for r in rows] == ["Yes", "No", "Maybe"]
 
 
 def test_predictfun_chances_prices_wallet():

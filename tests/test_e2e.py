@@ -10,6 +10,7 @@ import trio
 from conftest import trio_test
 from e2e import raw_counter, record, sent_counter
 from recorder.dataset import Dataset
+from recorder.timeutil import iso_to_us
 from recorder.simulators.base import SimSettings
 
 TRANSPORTS = ["websockets", "trio-websocket"]
@@ -92,9 +93,19 @@ async def test_history_replayed_after_reconnect_is_not_recorded_twice(tmp_path):
         dup = ds.sql("""SELECT venue, market, outcome, ts_event, probability, count(*) AS n FROM chance
                         WHERE ts_event IS NOT NULL GROUP BY ALL HAVING n > 1""").to_pylist()
         sessions = ds.sql("SELECT count(*) AS n FROM sessions WHERE feed = 'it-trades'").to_pylist()[0]["n"]
+        chart = ds.sql("""SELECT outcome, epoch_us(ts_event) AS ts, probability FROM chance
+                          WHERE feed = 'it-chart' AND ts_event IS NOT NULL""").to_pylist()
+        names = {r["outcome"] for r in ds.sql("SELECT DISTINCT outcome FROM chance WHERE feed = 'it-chart'").to_pylist()}
     assert sessions == 3
     assert got == made  # every trade made once, none twice, although each connect replayed up to 20
     assert dup == []
+    # The chart's points came live in three forms and again as value lists in each connect's history:
+    # each timed point is recorded once, under its outcome's one name.
+    assert names == {"Yes", "No"}
+    timed = collections.Counter((r["outcome"], r["ts"], r["probability"]) for r in chart)
+    made_points = {(name, iso_to_us(p["timestamp"]), v) for p in fleet.intots.chart_history["42"]
+                   for name, v in zip(("Yes", "No"), p["values"])}
+    assert set(timed) == made_points and max(timed.values()) == 1
 
 
 @trio_test(timeout=60)

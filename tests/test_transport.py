@@ -94,6 +94,62 @@ async def test_oversized_message_closes_with_1009(transport):
         n.cancel_scope.cancel()
 
 
+async def _stream_until_closed(ws, sent: list[str], first: str | None = None) -> None:
+    """Send numbered messages as fast as the socket takes them until the client's close arrives."""
+    try:
+        if first is not None:
+            await ws.send_message(first)
+        for i in range(1_000_000):
+            await ws.send_message(f"m{i}")
+            sent.append(f"m{i}")
+            if i % 50 == 0:
+                await trio.sleep(0)
+    except tw.ConnectionClosed:
+        pass
+
+
+# websockets only: trio-websocket closes its own message channel when its aclose() starts, so what
+# arrives during the handshake is dropped inside the library (README, Transports).
+@pytest.mark.parametrize("transport", ["websockets"])
+@trio_test(timeout=20)
+async def test_close_returns_what_the_peer_sent_until_it_answered(transport):
+    """A venue sends until it sees our close frame: every message it sent reaches the feed, the ones
+    received before the close and the ones aclose() returns, in order, none lost."""
+    sent: list[str] = []
+    async with trio.open_nursery() as n:
+        async def handler(request):
+            await _stream_until_closed(await request.accept(), sent)
+
+        port = await serve(n, handler)
+        async with open_connection(f"ws://127.0.0.1:{port}/", transport=transport) as conn:
+            got = await conn.receive_many()
+            while len(got) < 200:
+                got += await conn.receive_many()
+            got += await conn.aclose(1000, "stale")
+        assert len(sent) > len(got[:200]) and got == sent
+        n.cancel_scope.cancel()
+
+
+@trio_test(timeout=20)
+async def test_an_oversized_message_is_refused_and_what_follows_is_kept():
+    """A message over the limit (but under twice it) is dropped and the connection closed with 1009 by a
+    close handshake: every message the venue sent after it, until it answered, is still received."""
+    sent: list[str] = []
+    async with trio.open_nursery() as n:
+        async def handler(request):
+            await _stream_until_closed(await request.accept(), sent, first="x" * 1500)
+
+        port = await serve(n, handler)
+        got: list[str] = []
+        with pytest.raises(ConnectionClosed) as info:
+            async with open_connection(f"ws://127.0.0.1:{port}/", max_message_bytes=1000) as conn:
+                while True:
+                    got += await conn.receive_many()
+        assert info.value.code == 1009 and "closed by us" in str(info.value)
+        assert got == sent and sent
+        n.cancel_scope.cancel()
+
+
 @trio_test(timeout=20)
 async def test_pings_are_answered_while_the_consumer_is_busy():
     """The sans-I/O transport answers pings from its reader task even when receive() is not called."""

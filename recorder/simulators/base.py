@@ -1,7 +1,7 @@
 """What every simulator shares: serving on 127.0.0.1, one handler per connection, a log of every
 frame sent (for exact comparisons with what the recorder stored), and fault injection.
 
-Faults (call on the simulator, or pass `fault_every` for random faults):
+Faults (call on the simulator, or pass `fault_every` for a fixed schedule of them, kinds in turn):
     drop()              close every connection abruptly (TCP reset-like: no close frame)
     stall(seconds)      keep sockets open but send nothing
     inject(kind)        send a "malformed", "truncated" or "oversized" frame on every connection
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import itertools
 import random
 import socket
 from typing import Awaitable, Callable
@@ -50,7 +51,7 @@ class SimSettings:
     read_deadline: float = 60.0  # InTots: close if no pong within this
     heartbeat_interval: float = 15.0  # predict.fun heartbeat
     max_frame_bytes: int = 2 * 1024 * 1024  # oversized frames are bigger than this
-    fault_every: float = 0.0  # > 0: a random fault every this many seconds (chaos)
+    fault_every: float = 0.0  # > 0: a fault every this many seconds, kinds in turn from `faults` (chaos)
     faults: tuple[str, ...] = FAULTS
 
 
@@ -204,11 +205,13 @@ class Simulator:
         return '{"t":"PING","d":null,"r":null}'
 
     async def _chaos(self) -> None:
-        while True:
-            await trio.sleep(self.settings.fault_every * (0.5 + self.rng.random()))
+        """A fault every `fault_every` seconds, the kinds taken in turn from `faults`: a fixed
+        schedule, so a test knows what it gets (a random draw once gave a 12 s run a single drop)."""
+        for n in itertools.count():
+            await trio.sleep(self.settings.fault_every)
             if self._quiesced:
                 return
-            fault = self.rng.choice(self.settings.faults)
+            fault = self.settings.faults[n % len(self.settings.faults)]
             log.info("%s simulator: injecting %s", self.name, fault)
             if fault == "drop":
                 await self.drop()

@@ -111,11 +111,12 @@ class IntotsSimulator(Simulator):
                 point = {"timestamp": _iso(now), "values": [p, round(1 - p, 4)]}
                 history.append(point)
                 await self.send(conn, {"type": "chart_update", "event_id": event_id, "ratios": [point]})
-            else:  # the seed form, 0..10000
+            else:  # the seed form, 0..10000; history on the next connect has the point as a value list
                 yes = int(round(p * 10000))
-                await self.send(conn, {"type": "chart_update", "timestamp": _iso(now) if forms % 2 else
-                                       dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat().replace("+00:00", "Z"),
-                                       "ratios": {"Yes": yes, "No": 10000 - yes}})
+                stamp = _iso(now) if forms % 2 else dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat().replace(
+                    "+00:00", "Z")
+                history.append({"timestamp": stamp, "values": [yes / 10000, (10000 - yes) / 10000]})
+                await self.send(conn, {"type": "chart_update", "timestamp": stamp, "ratios": {"Yes": yes, "No": 10000 - yes}})
 
         await self.run_pushes(conn, push)
 

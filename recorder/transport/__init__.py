@@ -4,6 +4,7 @@
         await conn.send(text)
         text = await conn.receive()     # raises ConnectionClosed (with code and reason)
         texts = await conn.receive_many(limit)  # every message already read, at least one
+        left = await conn.aclose(code, reason)  # what arrived until the peer answered the close
 
 Opening raises ConnectFailed (refused, DNS, TLS, handshake rejected with its HTTP status).
 Two implementations: "websockets" (the `websockets` library's sans-I/O protocol over Trio
@@ -50,7 +51,9 @@ class Connection(Protocol):
     async def receive_many(self, limit: int = 1024) -> list[str]:
         """At least one message, and up to `limit` of those already received (in order)."""
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None: ...
+    async def aclose(self, code: int = 1000, reason: str = "") -> list[str]:
+        """Close handshake (bounded by CLOSE_TIMEOUT); returns the messages that arrived and were not
+        received, including those the peer sent until it answered the close."""
 
 
 def client_ssl_context(url: str) -> ssl.SSLContext | None:

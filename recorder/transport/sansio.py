@@ -30,9 +30,10 @@ YIELD_EVERY = 256  # receive() yields to the scheduler at least this often
 
 
 class SansIOConnection:
-    def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol) -> None:
+    def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol, max_message_bytes: int) -> None:
         self._stream = stream
         self._proto = protocol
+        self._max_message = max_message_bytes
         self._send_lock = trio.Lock()
         self._messages: collections.deque[str] = collections.deque()
         self._fragments: list[bytes] = []
@@ -87,8 +88,10 @@ class SansIOConnection:
         self._proto.send_text(text.encode())
         await self._flush()
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        """Close handshake within CLOSE_TIMEOUT, then close the socket (shielded: always runs)."""
+    async def aclose(self, code: int = 1000, reason: str = "") -> list[str]:
+        """Close handshake within CLOSE_TIMEOUT, then close the socket (shielded: always runs).
+        Returns every message not yet received: those queued, and those the peer sent until it
+        answered the close (a venue goes on sending until it sees our close frame)."""
         with trio.CancelScope(shield=True):
             with trio.move_on_after(CLOSE_TIMEOUT):
                 if self._proto.state is State.OPEN:
@@ -99,6 +102,9 @@ class SansIOConnection:
                         pass
                 await self._closed_event.wait()
             await self._stream.aclose()
+        left = list(self._messages)
+        self._messages.clear()
+        return left
 
     # --- reader side ----------------------------------------------------------------------
     async def _flush(self) -> None:
@@ -147,27 +153,37 @@ class SansIOConnection:
             op = frame.opcode
             if op is Opcode.TEXT or op is Opcode.BINARY:
                 if frame.fin:
-                    self._messages.append(frame.data.decode("utf-8", "replace"))
-                    appended = True
+                    appended |= self._message(frame.data)
                 else:
                     self._fragments = [frame.data]
             elif op is Opcode.CONT:
                 self._fragments.append(frame.data)
                 if frame.fin:
-                    self._messages.append(b"".join(self._fragments).decode("utf-8", "replace"))
+                    appended |= self._message(b"".join(self._fragments))
                     self._fragments = []
-                    appended = True
         if appended:
             self._ready.set()
+
+    def _message(self, data: bytes) -> bool:
+        """Queue a whole message. One over max_message_bytes is refused: the connection is closed with
+        1009 by a close handshake, not failed, so what the peer sends until it answers is still read
+        (failing it would discard those frames, RFC 6455 7.1.7). The protocol's own limit, twice
+        ours, still fails a connection whose message would not even fit in memory."""
+        if len(data) <= self._max_message:
+            self._messages.append(data.decode("utf-8", "replace"))
+            return True
+        if self._proto.state is State.OPEN:
+            self._proto.send_close(1009, f"message of {len(data)} bytes is over the limit of {self._max_message}")
+        return False
 
     def _close_error(self) -> ConnectionClosed:
         exc = self._proto.close_exc
         rcvd, sent = getattr(exc, "rcvd", None), getattr(exc, "sent", None)
-        if rcvd is not None:
+        if rcvd is not None and (sent is None or exc.rcvd_then_sent):
             reason = rcvd.reason or ""
             return ConnectionClosed(f"closed by peer: code {rcvd.code}{' ' + reason if reason else ''}", code=rcvd.code,
                                     reason=reason)
-        if sent is not None:  # we failed the connection: 1009 message too big, 1002 protocol error ...
+        if sent is not None:  # we closed or failed it: 1009 message too big, 1002 protocol error ...
             reason = sent.reason or ""
             return ConnectionClosed(f"closed by us: code {sent.code}{' ' + reason if reason else ''}", code=sent.code,
                                     reason=reason)
@@ -221,7 +237,7 @@ async def open_sansio(url: str, *, headers: list[tuple[str, str]], max_message_b
         uri = parse_uri(url)
     except (InvalidURI, ValueError) as exc:
         raise ConnectFailed(f"bad WebSocket URL: {exc}") from None
-    proto = ClientProtocol(uri, max_size=max_message_bytes)
+    proto = ClientProtocol(uri, max_size=2 * max_message_bytes)
     stream = None
     try:
         with trio.fail_after(connect_timeout):
@@ -235,7 +251,7 @@ async def open_sansio(url: str, *, headers: list[tuple[str, str]], max_message_b
         if stream is not None and proto.state is not State.OPEN:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
-    conn = SansIOConnection(stream, proto)
+    conn = SansIOConnection(stream, proto, max_message_bytes)
     conn._take_events(early)
     try:
         async with trio.open_nursery() as nursery:

@@ -50,10 +50,19 @@ class TrioWebsocketConnection:
                 batch.append(message if isinstance(message, str) else message.decode("utf-8", "replace"))
         return batch
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+    async def aclose(self, code: int = 1000, reason: str = "") -> list[str]:
+        """Close handshake within CLOSE_TIMEOUT; returns the messages queued and not yet received."""
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
             scope.shield = True
             await self._ws.aclose(code, reason)
+        left = []
+        while self._queued is not None:
+            try:
+                message = self._queued.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            left.append(message if isinstance(message, str) else message.decode("utf-8", "replace"))
+        return left
 
 
 def _closed(exc: tw.ConnectionClosed) -> ConnectionClosed:

@@ -132,6 +132,16 @@ def opt_text(value: Any, what: str) -> str | None:
     return None if value is None else text(value, what)
 
 
+_YES_NO = {"yes": "Yes", "no": "No"}
+
+
+def outcome_name(value: Any, what: str) -> str | None:
+    """An outcome named by a word: "YES", "yes" and "Yes" are one outcome, recorded as Yes (and No),
+    the spelling the book and chance rows of binary markets use; any other name is kept as sent."""
+    name = opt_text(value, what)
+    return None if name is None else _YES_NO.get(name.casefold(), name)
+
+
 def number(value: Any, what: str) -> float:
     """A finite number; numeric strings (decimal strings) are accepted."""
     if isinstance(value, bool):

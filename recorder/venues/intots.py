@@ -2,8 +2,10 @@
 pings every 50 s (the transport answers) and sends one history message on connect.
 
 Trades carry no ids: history replayed on reconnect is matched by content against what this feed
-recorded recently. Chart points with a timestamp are deduplicated by (market, outcome, time,
-value); flat value lists carry no time and are always recorded.
+recorded recently. Chart points name their outcome in every form: a ratio key as configured
+(case aside), index i of a value list as the feed's i-th outcome (`outcomes`, default Yes, No).
+Points with a timestamp are deduplicated by (market, outcome, time, value); flat value lists
+carry no time and are always recorded.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ OPTIONS = {
     "event_id": Opt(type=(str, int)),
     "symbol": Opt(type=str),
     "price_scale": Opt(type=(int, float), default=0.01),
+    "outcomes": Opt(type=list, item=str),
 }
+DEFAULT_OUTCOMES = ("Yes", "No")  # InTots events are binary; its trades name the tokens Yes and No
 STREAMS = ("trades", "chart", "asset_price")
 
 
@@ -41,6 +45,7 @@ class FeedSpec:
     event_id: str | None = None
     symbol: str | None = None
     price_scale: float = 0.01
+    outcomes: tuple[str, ...] = DEFAULT_OUTCOMES  # chart: index i of a value list is outcomes[i]
 
 
 def parse_spec(options: dict, path: str, secret) -> tuple[FeedSpec, list[Secret]]:
@@ -57,9 +62,23 @@ def parse_spec(options: dict, path: str, secret) -> tuple[FeedSpec, list[Secret]
         raise ConfigError(f"{path}.price_scale applies only to intots asset_price")
     if options["price_scale"] <= 0:
         raise ConfigError(f"{path}.price_scale must be positive, got {options['price_scale']!r}")
+    outcomes = _outcomes(options["outcomes"], stream, path)
     event_id = None if options["event_id"] is None else str(options["event_id"])
     return FeedSpec(stream=stream, base_url=options["base_url"].rstrip("/"), event_id=event_id,
-                    symbol=options["symbol"], price_scale=float(options["price_scale"])), []
+                    symbol=options["symbol"], price_scale=float(options["price_scale"]), outcomes=outcomes), []
+
+
+def _outcomes(names: list[str] | None, stream: str, path: str) -> tuple[str, ...]:
+    """The chart's outcome names, in the order value lists give their values."""
+    if names is None:
+        return DEFAULT_OUTCOMES
+    if stream != "chart":
+        raise ConfigError(f"{path}.outcomes applies only to intots chart")
+    if len(names) < 2 or any(not n for n in names):
+        raise ConfigError(f"{path}.outcomes must name at least two outcomes, none empty, got {names!r}")
+    if len({n.casefold() for n in names}) != len(names):
+        raise ConfigError(f"{path}.outcomes must name each outcome once (case does not count), got {names!r}")
+    return tuple(names)
 
 
 def default_url(spec: FeedSpec) -> str:
@@ -104,6 +123,9 @@ def make_protocol(spec: FeedSpec, secrets: tuple[Secret, ...], url: str) -> Prot
 class Decoder:
     def __init__(self, spec: FeedSpec) -> None:
         self.spec = spec
+        # A ratio key names its outcome as the venue spells it; "YES" and "Yes" are one outcome, recorded
+        # under the configured spelling, so every form of chart message gives a point the same name.
+        self.names = {n.casefold(): n for n in spec.outcomes}
         self.recent: collections.deque[str] = collections.deque()  # fingerprints of recorded trades
         self.recent_count: collections.Counter[str] = collections.Counter()
         self.points = Bounded(50_000)
@@ -163,7 +185,7 @@ class Decoder:
         amount = base.integer(t.get("amount"), "trade.amount")
         record = Trade(
             ts_event=None, market=base.text(t.get("market"), "trade.market"),
-            event=base.opt_text(t.get("event"), "trade.event"), outcome=base.opt_text(t.get("token"), "trade.token"),
+            event=base.opt_text(t.get("event"), "trade.event"), outcome=base.outcome_name(t.get("token"), "trade.token"),
             notional=amount / 100, notional_minor=amount, trader=base.opt_text(t.get("name"), "trade.name"),
             source="history" if history else "live", **meta.common())
         fp = base.compact([record.market, record.event, record.outcome, amount, record.trader])
@@ -176,7 +198,7 @@ class Decoder:
         source = "history" if history else "live"
         if isinstance(ratios, dict):  # {"Yes": 6450, "No": 3550} at msg.timestamp
             ts = self._time(msg.get("timestamp"))
-            values = [(base.text(k, "ratios key"), base.probability(v, f"ratios.{k}", scale=RATIO_SCALE))
+            values = [(self._name(k), base.probability(v, f"ratios.{k}", scale=RATIO_SCALE))
                       for k, v in ratios.items()]
             return self._points(market, ts, values, meta, source)
         ratios = base.lst(ratios, "ratios")
@@ -189,11 +211,19 @@ class Decoder:
             return out
         return self._points(market, self._time(msg.get("timestamp")), self._indexed(ratios), meta, source)
 
-    @staticmethod
-    def _indexed(values: list) -> list[tuple[str, float]]:
+    def _name(self, key) -> str:
+        name = base.text(key, "ratios key")
+        return self.names.get(name.casefold(), name)
+
+    def _indexed(self, values: list) -> list[tuple[str, float]]:
+        """Index i of a value list is the i-th configured outcome; more values than names is a reject."""
+        names = self.spec.outcomes
+        if len(values) > len(names):
+            raise DecodeError(f"a value list of {len(values)} values for {len(names)} known outcomes "
+                              f"({', '.join(names)}): set the feed's outcomes option to name them all")
         nums = [base.number(v, f"values[{i}]") for i, v in enumerate(values)]
         scale = RATIO_SCALE if any(v > 1 for v in nums) else 1  # defensive: a 0..10000 list
-        return [(str(i), base.probability(v, f"values[{i}]", scale=scale)) for i, v in enumerate(nums)]
+        return [(names[i], base.probability(v, f"values[{i}]", scale=scale)) for i, v in enumerate(nums)]
 
     @staticmethod
     def _time(value) -> int | None:

@@ -206,7 +206,7 @@ class Decoder:
             if trade_id not in self.settled:
                 self.settled.add(trade_id)
                 out.append(Trade(ts_event=None, market=base.text(s.get("marketId", market), "lastOrderSettled.marketId"),
-                                 outcome=base.opt_text(s.get("outcome"), "lastOrderSettled.outcome"),
+                                 outcome=base.outcome_name(s.get("outcome"), "lastOrderSettled.outcome"),
                                  side=base.opt_text(s.get("side"), "lastOrderSettled.side"),
                                  price=base.opt_number(s.get("price"), "lastOrderSettled.price"),
                                  trade_id=trade_id, **meta.common()))
