@@ -113,3 +113,38 @@ async def test_run_query_sql_compact_from_the_installed_command(installed, tmp_p
     assert json.loads(after.stdout)[0]["n"] == sum(sent_counter(fleet).values())
     bad = run(installed, "run", "--config", str(tmp_path / "missing.toml"), cwd=tmp_path)
     assert bad.returncode == 2 == int(service["RestartPreventExitStatus"]) and "missing.toml" in bad.stderr
+
+
+@trio_test(timeout=120)
+async def test_the_window_status_and_alert_rules_from_the_installed_command(installed, tmp_path):
+    """The installed `recorder run` with [http] serves /metrics and /status (JSON log lines),
+    `recorder status` reads it (exit 0, every feed subscribed), and `recorder prometheus DIR` writes
+    the alert rules from the package, which promtool accepts when it is installed."""
+    data, cfg, log_path = tmp_path / "data", tmp_path / "config.toml", tmp_path / "recorder.log"
+    async with trio.open_nursery() as sims:
+        fleet = await start_fleet(sims, FAST)
+        write_config(cfg, data, [f for f in fleet.feeds() if f["name"] in ("it-btc", "pf-main")])
+        cfg.write_text(cfg.read_text().replace("[recorder]\n", '[recorder]\nlog_format = "json"\n')
+                       + '\n[http]\nlisten = "127.0.0.1:0"\n')
+        with open(log_path, "wb") as log:
+            proc = await trio.lowlevel.open_process([str(installed / "recorder"), "run", "--config", str(cfg)],
+                                                    stdout=log, stderr=log, cwd=tmp_path, env={**_env(), **SIM_ENV})
+        url, status = None, None
+        with trio.move_on_after(20):
+            while status is None or status.returncode != 0:
+                await trio.sleep(0.2)
+                events = [json.loads(line)["event"] for line in log_path.read_text().splitlines()]
+                url = url or next((e.rsplit(" ", 1)[1] for e in events if e.startswith("serving /metrics")), None)
+                if url:
+                    status = await trio.to_thread.run_sync(lambda: run(installed, "status", "--url", url, cwd=tmp_path))
+        code = await stop_daemon(proc, fleet, after=0, timeout=30)
+        sims.cancel_scope.cancel()
+    assert code == 0 and url is not None, log_path.read_text()[-2000:]
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "it-btc" in status.stdout and "pf-main" in status.stdout
+    prom = run(installed, "prometheus", str(tmp_path / "prom"), cwd=tmp_path)
+    assert prom.returncode == 0, prom.stderr
+    if shutil.which("promtool"):
+        check = subprocess.run(["promtool", "test", "rules", "alerts_test.yml"], capture_output=True, text=True,
+                               cwd=tmp_path / "prom", timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
