@@ -245,3 +245,40 @@ def test_a_taken_port_is_one_line_and_exit_2_before_anything_connects(tmp_path):
     assert r.returncode == 2
     assert r.stderr == f"recorder: error: http.listen: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     assert not (tmp_path / "data").exists()  # nothing was opened
+
+
+@trio_test(timeout=60)
+async def test_disk_errors_are_counted_and_healthz_stays_ok(tmp_path, monkeypatch):
+    """While every fsync fails with ENOSPC, recorder_disk_errors_total and /status count the failed
+    attempts (each retried), /healthz stays 200 (failing is not wedged), and once the disk works
+    again the last flush moves on."""
+    import errno
+
+    real_fsync, failing = os.fsync, {"on": False}
+
+    def fsync(fd):
+        if failing["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    async with recording(tmp_path, names={"it-btc"}, storage={"max_age_seconds": 0.2}) as (_, _, url):
+        await wait_for(lambda: _all_subscribed(url, {"it-btc"}), "it-btc subscribed")
+        failing["on"] = True
+
+        async def errors():
+            code, _, body = await get(url, "/metrics")
+            n = samples(body.decode(), "recorder_disk_errors_total")[()]
+            return n if n >= 2 else None
+
+        counted = await wait_for(errors, "disk errors counted", timeout=15)
+        assert (await get(url, "/healthz"))[0] == 200
+        doc = await status_of(url)
+        assert doc["storage"]["disk_errors"] >= counted
+        failing["on"] = False
+        before = doc["storage"]["last_flush"]
+
+        async def flushed_again():
+            return (await status_of(url))["storage"]["last_flush"] != before
+
+        await wait_for(flushed_again, "a flush after the disk came back", timeout=15)
