@@ -19,7 +19,7 @@ import trio
 
 from .config import Config
 from .http.status import Sources
-from .http.window import open_listeners, run_window
+from .http.window import open_listeners, routes, run_window
 from .feed import Feed
 from .pipeline import Pipeline
 from .storage import run_storage
@@ -155,7 +155,8 @@ async def run_recorder(config: Config, *, stop: trio.Event | None = None, listen
                 nursery.start_soon(run_summary, pipeline, feeds, config.summary_interval)
                 if listeners:
                     sources = Sources(config=config, pipeline=pipeline, feeds=tuple(feeds), started=started)
-                    url = await nursery.start(run_window, sources, listeners)
+                    table = routes(sources)  # path -> handler: more pages add their entries here
+                    url = await nursery.start(run_window, sources, listeners, table)
                     if on_http is not None:
                         on_http(url)
                 if config.storage.compact:

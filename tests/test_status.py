@@ -185,3 +185,33 @@ def test_json_log_lines_carry_the_same_content_as_text():
     assert text.endswith("recorder.feed: feed pf-main: " + line["event"])
     plain = logging.LogRecord("recorder", logging.INFO, __file__, 1, "recording %d feeds", (3,), None)
     assert json.loads(JsonFormatter().format(plain))["feed"] is None
+
+
+def test_recorder_status_unreachable_is_one_line_and_exit_2(tmp_path):
+    """Nothing listening: exit 2 and one line naming the URL; a config without [http] says so; the
+    address comes from the config's [http] alone (the feeds' secret variables need not be set)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port that was free a moment ago and now has no listener
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def status(*args):
+        return subprocess.run([sys.executable, "-m", "recorder.cli", "status", *args], capture_output=True, text=True,
+                              timeout=60, env={k: v for k, v in __import__("os").environ.items()
+                                               if k != "PREDICTFUN_API_KEY"})
+
+    r = status("--url", f"http://127.0.0.1:{port}")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith(f"recorder: error: cannot reach the recorder at http://127.0.0.1:{port}/status: ")
+    assert r.stderr.count("\n") == 1
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[storage]\nroot = "d"\n[[feeds]]\nname = "pf"\nvenue = "predictfun"\n'
+                   'api_key_env = "PREDICTFUN_API_KEY"\ntopics = ["kalshiChance/1"]\n')
+    r = status("--config", str(cfg))
+    assert r.returncode == 2 and "has no [http] section" in r.stderr
+    cfg.write_text(cfg.read_text() + f'[http]\nlisten = "0.0.0.0:{port}"\n')
+    r = status("--config", str(cfg))
+    assert r.returncode == 2 and f"http://127.0.0.1:{port}/status" in r.stderr

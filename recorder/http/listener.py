@@ -96,7 +96,10 @@ def route(routes: Mapping[str, Handler], path: str) -> Handler | None:
 
 
 def encode(response: Response, *, head_only: bool = False) -> bytes:
-    reason = HTTPStatus(response.status).phrase if response.status in HTTPStatus._value2member_map_ else ""
+    try:
+        reason = HTTPStatus(response.status).phrase
+    except ValueError:
+        reason = ""
     lines = [f"HTTP/1.1 {response.status} {reason}", f"Content-Type: {response.content_type}",
              f"Content-Length: {len(response.body)}", "Connection: close", "Cache-Control: no-store",
              *(f"{k}: {v}" for k, v in response.headers)]

@@ -42,11 +42,22 @@ def fetch(url: str, *, timeout: float = 5.0) -> dict:
 
 
 def url_from_config(path: str) -> str:
-    from .. import config as cfgmod
+    """The address in a config's [http] section. Only that section is read: the feeds' secret
+    variables need not be set in the shell that runs `recorder status`."""
+    import tomllib
 
-    http = cfgmod.load(path).http
-    if http is None:
-        raise RecorderError(f"{path} has no [http] section: the daemon serves no status; add [http] listen")
+    from ..config import parse_http
+    from ..errors import ConfigError
+
+    try:
+        raw = tomllib.loads(open(path).read())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path!r}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if "http" not in raw:
+        raise ConfigError(f"{path} has no [http] section: the daemon serves no status; add [http] listen")
+    http = parse_http(raw["http"])
     host = "127.0.0.1" if http.host in ("0.0.0.0", "") else "::1" if http.host == "::" else http.host
     return f"http://{f'[{host}]' if ':' in host else host}:{http.port}"
 

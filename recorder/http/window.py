@@ -4,8 +4,8 @@
     GET /healthz   200 "ok", or 503 with a one-line reason (status.health)
     GET /status    JSON: per feed state and counts, storage (status.status)
 
-`routes(sources)` returns a plain dict; another part (the live page, /api/...) adds its own
-entries to it before `run_window` starts serving, with no change to the listener.
+`routes(sources)` returns a plain dict (the supervisor builds it); another part (the live page,
+/api/...) adds its own entries to it, exact paths or "prefix/*", with no change to the listener.
 """
 
 from __future__ import annotations
