@@ -164,3 +164,19 @@ async def test_over_the_connection_limit_gets_503_and_the_limit_frees_up():
 def test_text_responses_are_one_line():
     """Error bodies are one line ending in a newline."""
     assert text(404, "not found: /x").body == b"not found: /x\n"
+
+
+@trio_test(timeout=20)
+async def test_a_failing_handler_is_a_500_and_the_listener_goes_on(caplog):
+    """A handler that raises (a bug) answers 500 with a one-line body and logs the traceback; the
+    next request is served."""
+    async def broken(request):
+        raise ZeroDivisionError("a bug")
+
+    async with trio.open_nursery() as nursery:
+        url, _ = await start(nursery, {"/broken": broken, "/hello": hello})
+        status, _, body = await get(url, "/broken")
+        assert (status, body) == (500, b"internal error: see the recorder's log\n")
+        assert (await get(url, "/hello"))[0] == 200
+        nursery.cancel_scope.cancel()
+    assert any("ZeroDivisionError" in (r.exc_text or "") or r.exc_info for r in caplog.records)

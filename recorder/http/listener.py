@@ -186,9 +186,20 @@ class Listener:
         if handler is None:
             response = text(404, f"not found: {request.path[:200]}; try /metrics, /healthz or /status")
         else:
-            response = await handler(request)
+            response = await self._call(handler, request)
         self.stats.served += 1
         await self._send(stream, encode(response, head_only=request.method == "HEAD"))
+
+    @staticmethod
+    async def _call(handler: Handler, request: Request) -> Response:
+        """A handler's response; a bug in one is a 500 and a logged traceback, never the end of the
+        daemon: the window must not stop the recording it reports on. (Not a retry: nothing is
+        repeated, and the traceback is in the log.)"""
+        try:
+            return await handler(request)
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.exception("GET %s failed (a bug in its handler); answered 500", request.path[:200])
+            return text(500, "internal error: see the recorder's log")
 
     @staticmethod
     async def _send(stream: trio.SocketStream, data: bytes) -> None:
