@@ -16,6 +16,22 @@ def target(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def metrics_section(mc: dict) -> list[str]:
+    """The metrics endpoint's cost on ingest (bench.run.metrics_cost)."""
+    return ["", "## Cost of the metrics endpoint", "",
+            f"The full recorder (small frames, websockets) with [http] off, and with it on and /metrics scraped every "
+            f"{mc['scrape_every']:g} s by another process, taking turns in the same run (best of "
+            f"{len(mc['off']['runs'])}). Nothing is counted per frame for the metrics: the scrape reads the counters "
+            "the pipeline keeps anyway.", "",
+            "| | frames/s | event-loop CPU per frame | scrapes in the run |", "|---|---|---|---|",
+            f"| metrics off | {fmt(mc['off']['rate'])} | {mc['off']['loop_cpu_us_per_frame']:.2f} µs | — |",
+            f"| metrics on | {fmt(mc['on']['rate'])} | {mc['on']['loop_cpu_us_per_frame']:.2f} µs | "
+            f"{mc['on'].get('scrapes', '—')} |", "",
+            f"On / off: rate {mc['rate_on_over_off']:.3f}, event-loop CPU per frame {mc['loop_cpu_on_over_off']:.3f}. "
+            f"Target: cost under 3% of the rate: {target(mc['rate_on_over_off'] >= 0.97)}. All runs (frames/s): off "
+            + ", ".join(f"{x:,}" for x in mc["off"]["runs"]) + "; on " + ", ".join(f"{x:,}" for x in mc["on"]["runs"]) + "."]
+
+
 def main() -> None:
     r = json.loads((ROOT / "bench-out" / "results.json").read_text())
     ing, rat, mem, rec = r["ingest"], r["ingest_ratios"], r["memory"], r["recovery"]
@@ -56,19 +72,7 @@ def main() -> None:
           "", "Where the recorder's time per frame goes on websockets, and what changed, is written up in "
           "docs/PROFILE.md (py-spy of the event loop during this benchmark)."]
     if "metrics" in r:
-        mc = r["metrics"]
-        L += ["", "## Cost of the metrics endpoint", "",
-              f"The full recorder (small frames, websockets) with [http] off, and with it on and /metrics scraped every "
-              f"{mc['scrape_every']:g} s by another process, taking turns in the same run (best of "
-              f"{len(mc['off']['runs'])}). Nothing is counted per frame for the metrics: the scrape reads the counters "
-              "the pipeline keeps anyway.", "",
-              "| | frames/s | event-loop CPU per frame | scrapes in the run |", "|---|---|---|---|",
-              f"| metrics off | {fmt(mc['off']['rate'])} | {mc['off']['loop_cpu_us_per_frame']:.2f} µs | — |",
-              f"| metrics on | {fmt(mc['on']['rate'])} | {mc['on']['loop_cpu_us_per_frame']:.2f} µs | "
-              f"{mc['on'].get('scrapes', '—')} |", "",
-              f"On / off: rate {mc['rate_on_over_off']:.3f}, event-loop CPU per frame {mc['loop_cpu_on_over_off']:.3f}. "
-              f"Target: cost under 3% of the rate: {target(mc['rate_on_over_off'] >= 0.97)}. All runs (frames/s): off "
-              + ", ".join(f"{x:,}" for x in mc["off"]["runs"]) + "; on " + ", ".join(f"{x:,}" for x in mc["on"]["runs"]) + "."]
+        L += metrics_section(r["metrics"])
     m = mem
     L += ["", f"## Memory and latency ({m['websockets']['frames']:,} small frames, default flush policy)", "",
           "| transport | peak RSS | receive → fsynced journal p50 / p99 | receive → visible in a query p50 / p99 |",
