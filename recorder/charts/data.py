@@ -167,8 +167,8 @@ SELECT epoch_us(min(t)) AS lo, epoch_us(max(t)) AS hi FROM (
 
 
 def _range(ds: Dataset, market: str, venue: str | None, start, end, now: dt.datetime) -> tuple[int, int]:
-    lo = None if start is None else _us(parse_time(start, now) if isinstance(start, str) else start)
-    hi = None if end is None else _us(parse_time(end, now) if isinstance(end, str) else end)
+    lo = None if start is None else _us(_time("start", start, now))
+    hi = None if end is None else _us(_time("end", end, now))
     if lo is None or hi is None:
         row = ds.sql(_EXTENT, {"market": market, "venue": venue}).to_pylist()[0]
         if row["lo"] is None:
@@ -180,6 +180,15 @@ def _range(ds: Dataset, market: str, venue: str | None, start, end, now: dt.date
     if lo >= hi:
         raise QueryError(f"the range is empty: start {_iso(lo)} is not before end {_iso(hi)}")
     return lo, hi
+
+
+def _time(name: str, value: str | dt.datetime, now: dt.datetime) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value
+    try:
+        return parse_time(value, now)
+    except ValueError as exc:
+        raise QueryError(f"{name}={value!r} is not a valid timestamp: {exc}") from None
 
 
 def pick_interval(lo: int, hi: int) -> int:
