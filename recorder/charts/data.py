@@ -107,6 +107,15 @@ class ChartData:
     def points(self) -> int:
         return sum(s.points for s in self.series)
 
+    def band_colour(self, i: int) -> int:
+        """The palette index of band i: its outcome's line when that line is the venue's own
+        chance (not one it relays), else a colour of its own after the lines'."""
+        b = self.bands[i]
+        for j, s in enumerate(self.series):
+            if (s.venue, s.outcome) == (b.venue, b.outcome) and s.origin == s.venue:
+                return j
+        return len(self.series) + i
+
     @property
     def title(self) -> str:
         venues = ", ".join(self.venues) or "no venue"
@@ -122,8 +131,8 @@ class ChartData:
             "grid_start": grid_floor(self.start, self.interval),
             "series": [{"label": x.label, "venue": x.venue, "origin": x.origin, "outcome": x.outcome,
                         "times": list(x.times), "values": list(x.values)} for x in self.series],
-            "bands": [{"venue": b.venue, "outcome": b.outcome, "times": list(b.times), "bids": list(b.bids),
-                       "asks": list(b.asks)} for b in self.bands],
+            "bands": [{"venue": b.venue, "outcome": b.outcome, "colour": self.band_colour(i), "times": list(b.times),
+                       "bids": list(b.bids), "asks": list(b.asks)} for i, b in enumerate(self.bands)],
             "volume": None if self.volume is None else {"unit": self.volume.unit, "times": list(self.volume.times),
                                                         "values": list(self.volume.values)},
             "gaps": [{"start": g.start, "end": g.end, "seconds": g.seconds, "feeds": list(g.feeds),

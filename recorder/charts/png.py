@@ -23,13 +23,15 @@ def render_png(data: ChartData, path: Path) -> None:
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
+    # fixed margins: constrained layout draws the figure twice (measured: ~40% of the render)
+    fig.subplots_adjust(left=0.065, right=0.985, top=0.945, bottom=0.085, hspace=0.07)
     if data.volume is not None:
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     else:
         top, bottom = fig.subplots(1, 1), None
-    colours = _draw_lines(top, data)
-    _draw_bands(top, data, colours)
+    _draw_lines(top, data)
+    _draw_bands(top, data)
     for ax in (top, bottom):
         if ax is not None:
             _shade_gaps(ax, data, labelled=ax is top)
@@ -43,23 +45,20 @@ def _t(times) -> list[dt.datetime]:
     return [dt.datetime.fromtimestamp(t / SECOND, dt.timezone.utc) for t in times]
 
 
-def _draw_lines(ax, data: ChartData) -> dict[tuple[str, str], str]:
-    colours = {}
+def _draw_lines(ax, data: ChartData) -> None:
     for i, s in enumerate(data.series):
         values = [float("nan") if v is None else v for v in s.values]
-        (line,) = ax.plot(_t(s.times), values, lw=1.6, label=s.label, color=f"C{i % 10}",
-                          marker="o" if s.points < 3 else None, ms=3)
-        colours.setdefault((s.venue, s.outcome), line.get_color())
-    return colours
+        ax.plot(_t(s.times), values, lw=1.6, label=s.label, color=f"C{i % 10}", marker="o" if s.points < 3 else None,
+                ms=3)
 
 
-def _draw_bands(ax, data: ChartData, colours: dict) -> None:
+def _draw_bands(ax, data: ChartData) -> None:
     for i, b in enumerate(data.bands):
-        colour = colours.get((b.venue, b.outcome), f"C{(len(data.series) + i) % 10}")
+        colour = f"C{data.band_colour(i) % 10}"
         lo = [float("nan") if v is None else min(v, a) for v, a in zip(b.bids, b.asks)]
         hi = [float("nan") if v is None else max(v, a) for v, a in zip(b.bids, b.asks)]
-        ax.fill_between(_t(b.times), lo, hi, step="post", color=colour, alpha=0.18, lw=0,
-                        label=f"{b.outcome} bid/ask" if (b.venue, b.outcome) not in colours else f"{b.outcome} bid–ask")
+        ax.fill_between(_t(b.times), lo, hi, step="post", color=colour, alpha=0.2, lw=0,
+                        label=f"{b.outcome} best bid–ask ({b.venue} book)")
 
 
 def _shade_gaps(ax, data: ChartData, *, labelled: bool) -> None:

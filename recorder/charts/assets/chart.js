@@ -96,7 +96,7 @@
       const series = this.owner.priceSeries();
       if (!series) return;
       for (const b of this.owner.data.bands) {
-        ctx.fillStyle = withAlpha(this.owner.colourOf(b.venue, b.outcome), 0.18);
+        ctx.fillStyle = withAlpha(COLOURS[b.colour % COLOURS.length], 0.2);
         for (let i = 0; i + 1 < b.times.length; i++) {
           if (b.bids[i] === null || b.asks[i] === null) continue;
           const x0 = this.owner.x(b.times[i]), x1 = this.owner.x(b.times[i + 1]);
@@ -113,7 +113,6 @@
       this.element = element;
       this.data = data;
       this.gaps = data.gaps;
-      this.colours = {};
       this.lines = {};
       this.withMs = data.interval < 1e6;
       this.chart = LWC.createChart(element, {
@@ -144,15 +143,9 @@
       return lines.length ? lines[0] : null;
     }
 
-    colourOf(venue, outcome) {
-      return this.colours[venue + "\u0000" + outcome] || COLOURS[(this.data.series.length) % COLOURS.length];
-    }
-
     addLines() {
       this.data.series.forEach((s, i) => {
         const colour = COLOURS[i % COLOURS.length];
-        const key = s.venue + "\u0000" + s.outcome;
-        if (!(key in this.colours)) this.colours[key] = colour;
         const line = this.chart.addSeries(LWC.LineSeries, { color: colour, lineWidth: 2, title: s.label,
           priceFormat: { type: "price", precision: 4, minMove: 0.0001 } });
         line.setData(lineData(s.times, s.values));
