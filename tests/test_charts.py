@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from browser import open_browser
 from e2e import record
 from recorder.charts import chart_data, render
 from recorder.charts.data import merge_gaps
@@ -25,9 +26,6 @@ from recorder.errors import QueryError
 
 MARKET = "evt-1"  # Outpoll: chance (op-chance), book (op-book) and trades (op-activity)
 FEEDS = ["op-chance", "op-book", "op-activity"]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
 
 
 async def _drop_once(fleet) -> None:
@@ -174,42 +172,27 @@ def test_html_is_self_contained(ds, tmp_path):
     assert 150_000 < len(text.encode()) < 600_000
 
 
-def _playwright():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"chromium not installed ({CHROMIUM}): apt-get install chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright not installed: pip install -e '.[test]'")
-    return sync_playwright
-
-
 def test_html_draws_in_chromium(ds, tmp_path):
     """In headless Chromium the chart draws every point of every line, breaks them at the gap,
     shades the gap where its times fall, and the tooltip over it names the gap."""
-    sync_playwright = _playwright()
     data = chart_data(ds, MARKET, start=live_start(ds), interval="100ms")
     out = tmp_path / "c.html"
     render(data, out)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 700})
-            external, errors = [], []
-            page.route(re.compile(r"^(?!file:|data:|about:).*"), lambda route: (external.append(route.request.url),
-                                                                                route.abort()))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(out.as_uri())
-            page.wait_for_function("window.recorderChart && window.recorderChart.stats().width > 0", timeout=10_000)
-            page.wait_for_timeout(100)  # one animation frame for the canvas
-            stats = page.evaluate("window.recorderChart.stats()")
-            shot = page.screenshot()
-            box = page.locator("#chart").bounding_box()
-            gap = stats["gaps"][0]
-            page.mouse.move(box["x"] + (gap["x0"] + gap["x1"]) / 2, box["y"] + 150)
-            tooltip = page.locator(".recorder-tooltip").inner_text(timeout=5_000)
-        finally:
-            browser.close()
+    with open_browser() as browser:
+        page = browser.new_page(viewport={"width": 1200, "height": 700})
+        external, errors = [], []
+        page.route(re.compile(r"^(?!file:|data:|about:).*"), lambda route: (external.append(route.request.url),
+                                                                            route.abort()))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(out.as_uri())
+        page.wait_for_function("window.recorderChart && window.recorderChart.stats().width > 0", timeout=10_000)
+        page.wait_for_timeout(100)  # one animation frame for the canvas
+        stats = page.evaluate("window.recorderChart.stats()")
+        shot = page.screenshot()
+        box = page.locator("#chart").bounding_box()
+        gap = stats["gaps"][0]
+        page.mouse.move(box["x"] + (gap["x0"] + gap["x1"]) / 2, box["y"] + 150)
+        tooltip = page.locator(".recorder-tooltip").inner_text(timeout=5_000)
     assert errors == [] and external == []
     assert {s["label"]: s["points"] for s in stats["series"]} == {s.label: s.points for s in data.series}
     assert {s["label"]: s["breaks"] for s in stats["series"]} == {s.label: s.values.count(None) for s in data.series}

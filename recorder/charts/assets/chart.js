@@ -1,8 +1,8 @@
 /* recorder chart drawing code: shared by `recorder chart -o x.html` and the live page.
  *
  *   const chart = RecorderChart.draw(element, data);   // data: ChartData.to_json() (recorder/charts/data.py)
- *   chart.append("evt-1-yes", t_us, 0.42);               // live page: a new bucket close for one series
- *   chart.setGaps(gaps);                                 // live page: the gaps as they are now
+ *   chart.addPoint({venue, origin, outcome, t, p});    // live page: a streamed chance point (t in µs)
+ *   chart.applyGap({feed, start, end});                  // live page: a feed went down (end null) or came back
  *   chart.stats();                                       // what is drawn (tests read it)
  *
  * Times arrive as integer microseconds since the epoch (UTC) and are given to lightweight-charts
@@ -78,7 +78,7 @@
       target.useMediaCoordinateSpace(({ context: ctx, mediaSize }) => {
         if (self.withBands) self.drawBands(ctx);
         for (const g of self.owner.gaps) {
-          const x0 = self.owner.x(g.start), x1 = self.owner.x(g.end);
+          const x0 = self.owner.x(g.start), x1 = self.owner.x(self.owner.gapEnd(g));
           if (x0 === null || x1 === null) continue;
           const w = Math.max(3, x1 - x0), left = x1 - x0 < 3 ? (x0 + x1) / 2 - 1.5 : x0;
           ctx.fillStyle = GAP_FILL;
@@ -126,8 +126,12 @@
       });
       this.grid = this.chart.addSeries(LWC.LineSeries, { lastValueVisible: false, priceLineVisible: false,
         crosshairMarkerVisible: false });
-      this.gridCount = gridTimes(data).length;
-      this.grid.setData(gridTimes(data));
+      const grid = gridTimes(data);
+      this.gridCount = grid.length;
+      this.gridEnd = data.grid_start + grid.length * data.interval;
+      this.grid.setData(grid);
+      this.byKey = {};
+      this.received = 0;
       this.overlay = new Overlay(this, true);
       this.grid.attachPrimitive(this.overlay);
       this.addLines();
@@ -150,6 +154,9 @@
           priceFormat: { type: "price", precision: 4, minMove: 0.0001 } });
         line.setData(lineData(s.times, s.values));
         this.lines[s.label] = line;
+        let last = null;
+        s.times.forEach((t, k) => { if (s.values[k] !== null) last = { bucket: t, value: s.values[k] }; });
+        this.byKey[s.venue + "\u0000" + s.origin + "\u0000" + s.outcome] = { series: line, last: last };
       });
     }
 
@@ -169,7 +176,10 @@
       const iv = this.data.interval, k = Math.floor((us - this.data.grid_start) / iv);
       const ts = this.chart.timeScale(), t0 = this.data.grid_start + k * iv;
       const a = ts.timeToCoordinate(sec(t0));
-      if (a === null) return null;
+      if (a === null) {  // the end of the last slot (an open gap reaches it): one slot after the last
+        const before = ts.timeToCoordinate(sec(t0 - iv));
+        return before === null ? null : before + ts.options().barSpacing * (1 + (us - t0) / iv);
+      }
       const b = ts.timeToCoordinate(sec(t0 + iv));
       const width = b === null ? ts.options().barSpacing : b - a;
       return a + ((us - t0) / iv) * width;
@@ -196,7 +206,7 @@
       if (vol && vol.value !== undefined) rows.push(`volume: ${vol.value}`);
       const us = p.time * 1e6;
       for (const g of this.gaps) {
-        if (us + this.data.interval > g.start && us <= g.end) rows.push(`<span style="color:#777">▨ ${g.label}</span>`);
+        if (us + this.data.interval > g.start && us <= this.gapEnd(g)) rows.push(`<span style="color:#777">▨ ${g.label}</span>`);
       }
       this.tooltip.innerHTML = rows.join("<br>");
       this.tooltip.style.display = "block";
@@ -206,11 +216,55 @@
     }
 
     // --- live updates (the live page) ---
-    append(label, us, value) {
-      const line = this.lines[label];
+
+    // A chance point as the daemon streams it: {venue, origin, outcome, t (µs), p}. It goes into
+    // its bucket (the last point of a bucket is its close); the time axis grows with the points.
+    // Returns false for a series the chart does not have (the page reloads the history then).
+    addPoint(p) {
+      const key = p.venue + "\u0000" + p.origin + "\u0000" + p.outcome, line = this.byKey[key];
       if (!line) return false;
-      line.update(value === null ? { time: sec(us) } : { time: sec(us), value: value });
+      const iv = this.data.interval, bucket = this.bucketOf(p.t);
+      if (line.last !== null && bucket < line.last.bucket) return true;  // older than what is drawn: in the history already
+      this.extendGrid(bucket);
+      if (line.last !== null && bucket > line.last.bucket + iv && this.gapBetween(line.last.bucket + iv, bucket)) {
+        line.series.update({ time: sec(line.last.bucket), value: line.last.value, color: BREAK });
+      }
+      line.series.update({ time: sec(bucket), value: p.p });
+      line.last = { bucket: bucket, value: p.p };
+      this.received += 1;
       return true;
+    }
+
+    bucketOf(us) {
+      const iv = this.data.interval;
+      return this.data.grid_start + Math.floor((us - this.data.grid_start) / iv) * iv;
+    }
+
+    extendGrid(bucket) {
+      while (this.gridEnd <= bucket) {
+        this.grid.update({ time: sec(this.gridEnd) });
+        this.gridEnd += this.data.interval;
+        this.gridCount += 1;
+      }
+      this.data.end = Math.max(this.data.end, this.gridEnd);
+    }
+
+    gapBetween(a, b) {
+      return this.gaps.some((g) => g.start < b && this.gapEnd(g) > a);
+    }
+
+    gapEnd(g) {
+      return g.end === null ? Math.min(Date.now() * 1000, this.gridEnd) : g.end;
+    }
+
+    // A gap event: {feed, start, end|null}; end null while the feed is still down.
+    applyGap(e) {
+      const open = this.gaps.find((g) => g.feeds.length === 1 && g.feeds[0] === e.feed && g.start === e.start);
+      const label = (end) => "gap " + (end === null ? "(still down)" : duration((end - e.start) / 1e6)) + " (" + e.feed + ")";
+      this.extendGrid(this.bucketOf(e.end === null ? e.start : e.end));  // the time axis reaches the gap
+      if (open) { open.end = e.end; open.label = label(e.end); }
+      else this.gaps.push({ start: e.start, end: e.end, feeds: [e.feed], reasons: [], label: label(e.end) });
+      this.chart.applyOptions({});  // redraw
     }
 
     setGaps(gaps) {
@@ -218,14 +272,20 @@
       this.chart.applyOptions({});  // redraw
     }
 
+    remove() {
+      this.chart.remove();
+    }
+
     stats() {
       const series = Object.entries(this.lines).map(([label, line]) => ({
         label: label, points: line.data().filter((d) => d.value !== undefined).length,
         breaks: line.data().filter((d) => d.color === BREAK).length,
       }));
-      const gaps = this.gaps.map((g) => ({ start: g.start, end: g.end, label: g.label, x0: this.x(g.start), x1: this.x(g.end) }));
+      const gaps = this.gaps.map((g) => ({ start: g.start, end: g.end, label: g.label, x0: this.x(g.start),
+        x1: this.x(this.gapEnd(g)) }));
       return { series: series, gaps: gaps, grid: this.gridCount,
-        volume: this.volume ? this.volume.data().length : 0, width: this.chart.timeScale().width() };
+        volume: this.volume ? this.volume.data().length : 0, width: this.chart.timeScale().width(),
+        received: this.received };
     }
   }
 
