@@ -4,6 +4,7 @@ recorder/charts/page.py with a real dataset's chart (the daemon's listener is no
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 
@@ -14,7 +15,7 @@ from browser import open_browser
 from helpers import frame, open_pipeline, session
 from recorder import journal as jr
 from recorder.charts import chart_data
-from recorder.charts.page import render_page, sse_event
+from recorder.charts.page import api_chart, render_page, sse_event
 from recorder.charts.pending import PendingDataset
 from recorder.dataset import Dataset
 
@@ -82,6 +83,22 @@ def test_pending_without_the_open_session_ends_the_gap_at_the_first_new_row(flus
 def test_pending_refuses_an_unknown_table(flushed):
     with pytest.raises(ValueError, match="unknown table 'chances'"):
         PendingDataset.open_with(flushed, {"chances": _pending_chance(1, 2)})
+
+
+def test_api_chart_answers_the_contract(flushed):
+    """/api/chart: the last hour by default, ChartData's JSON; a bad request is 400 with one line."""
+    now = dt.datetime.fromtimestamp((T0 + 300 * MS) / 1e6, dt.timezone.utc)
+    with Dataset.open(flushed) as ds:
+        status, body = api_chart(ds, {"market": "m1"}, now=now)
+        assert status == 200 and body["start"] == T0 + 300 * MS - 3600 * 10**6 and body["end"] == T0 + 300 * MS
+        assert body["interval"] == 10 * 10**6 and body["series"][0]["values"] == [0.0]  # frame 100's 100 % 100
+        status, body = api_chart(ds, {"market": "m1", "start": "2026-01-01T00:00:00Z", "interval": "1ms"}, now=now)
+        assert sum(v is not None for v in body["series"][0]["values"]) == 100
+        assert api_chart(ds, {"market": "m1", "colour": "red"}, now=now) == (
+            400, {"error": "unknown parameter 'colour'; /api/chart takes market, venue, start, end, interval"})
+        assert api_chart(ds, {}, now=now)[0] == 400
+        status, body = api_chart(ds, {"market": "nope"}, now=now)
+        assert status == 400 and "market 'nope' has no chance, book or trade rows" in body["error"]
 
 
 def test_sse_event_encoding():

@@ -268,11 +268,10 @@ def _gap_between(a: int, b: int, gaps: tuple[Gap, ...]) -> bool:
 def _series(table: pa.Table, gaps, iv: int):
     groups = _group(table, ("venue", "origin", "outcome"))
     many_venues = len({k[0] for k in groups}) > 1
-    relayed = {k[:1] + k[2:] for k in groups if k[1] != k[0]}
     for (venue, origin, outcome), rows in groups.items():
         times, (values,) = broken(rows["bucket"], [rows["close"]], gaps, iv)
         label = outcome if not many_venues else f"{venue} {outcome}"
-        if origin != venue or (venue, outcome) in relayed:
+        if origin != venue:  # a relayed chance (predict.fun's Polymarket and Kalshi)
             label += f" ({origin})"
         yield Series(venue=venue, origin=origin, outcome=outcome, label=label, times=times, values=values)
 

@@ -27,7 +27,8 @@ microseconds since the epoch, UTC; nothing secret in any field):
     (recorder/charts/pending.py): the Parquet files plus the rows still buffered, and the open
     connections as sessions closed now, so there is no hole between history and live points.
     `start` defaults to 1 hour before now; `end` is now. Errors: 400 with
-    {"error": "<the RecorderError's one line>"}.
+    {"error": "<the RecorderError's one line>"}. `api_chart(ds, params, now=...)` does all of
+    this given the PendingDataset and the query parameters.
 
 `GET /api/stream?market=M[&venue=V]` -> text/event-stream (Server-Sent Events), one event per
     line group, `sse_event(kind, data)` encodes them:
@@ -48,16 +49,23 @@ microseconds since the epoch, UTC; nothing secret in any field):
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
+from ..dataset import Dataset
+from ..errors import RecorderError
+from .data import chart_data
 from .html import LIBRARY, _script_safe, asset
 
 API_FEEDS = "/api/feeds"
 API_CHART = "/api/chart"
 API_STREAM = "/api/stream"
+CHART_PARAMS = ("market", "venue", "start", "end", "interval")
+LIVE_WINDOW = dt.timedelta(hours=1)
 
 
 def render_page(*, title: str = "recorder") -> str:
@@ -76,3 +84,19 @@ def sse_event(kind: str, data: Any) -> bytes:
     if not re.fullmatch(r"[a-z]+", kind):
         raise ValueError(f"event kind {kind!r}: lowercase letters only")
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'), allow_nan=False)}\n\n".encode()
+
+
+def api_chart(ds: Dataset, params: Mapping[str, str], *, now: dt.datetime) -> tuple[int, dict[str, Any]]:
+    """The answer to GET /api/chart: (200, ChartData JSON) or (400, {"error": one line})."""
+    unknown = sorted(set(params) - set(CHART_PARAMS))
+    if unknown:
+        return 400, {"error": f"unknown parameter {unknown[0]!r}; /api/chart takes {', '.join(CHART_PARAMS)}"}
+    if not params.get("market"):
+        return 400, {"error": "/api/chart needs market=<market or event id>"}
+    try:
+        data = chart_data(ds, params["market"], venue=params.get("venue") or None,
+                          start=params.get("start") or now - LIVE_WINDOW, end=params.get("end") or now,
+                          interval=params.get("interval") or None, now=now)
+    except RecorderError as exc:
+        return 400, {"error": str(exc)}
+    return 200, data.to_json()

@@ -61,7 +61,11 @@
   async function loadChart() {
     const r = await fetch("/api/chart?" + query({ market: state.market, venue: state.venue }));
     const doc = await r.json();
-    if (!r.ok) { $("error").textContent = doc.error || ("HTTP " + r.status); return; }
+    if (!r.ok) {  // e.g. nothing recorded yet: the first streamed point reloads
+      $("error").textContent = doc.error || ("HTTP " + r.status);
+      if (state.chart) { state.chart.remove(); state.chart = null; }
+      return;
+    }
     $("error").textContent = "";
     if (state.chart) state.chart.remove();
     state.chart = RecorderChart.draw($("chart"), doc);
@@ -78,7 +82,7 @@
       state.opened = true;
     });
     source.addEventListener("point", (e) => {
-      if (state.chart && !state.chart.addPoint(JSON.parse(e.data))) reloadSoon();
+      if (!state.chart || !state.chart.addPoint(JSON.parse(e.data))) reloadSoon();  // no chart yet, or a new series
     });
     source.addEventListener("gap", (e) => { if (state.chart) state.chart.applyGap(JSON.parse(e.data)); });
     source.addEventListener("feeds", (e) => renderFeeds(JSON.parse(e.data)));
