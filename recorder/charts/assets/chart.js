@@ -97,9 +97,10 @@
       if (!series) return;
       for (const b of this.owner.data.bands) {
         ctx.fillStyle = withAlpha(COLOURS[b.colour % COLOURS.length], 0.2);
-        for (let i = 0; i + 1 < b.times.length; i++) {
+        for (let i = 0; i < b.times.length; i++) {  // a state holds until the next one (the last: one bucket)
           if (b.bids[i] === null || b.asks[i] === null) continue;
-          const x0 = this.owner.x(b.times[i]), x1 = this.owner.x(b.times[i + 1]);
+          const next = i + 1 < b.times.length ? b.times[i + 1] : b.times[i] + this.owner.data.interval;
+          const x0 = this.owner.x(b.times[i]), x1 = this.owner.x(next);
           const y0 = series.priceToCoordinate(b.bids[i]), y1 = series.priceToCoordinate(b.asks[i]);
           if (x0 === null || x1 === null || y0 === null || y1 === null) continue;
           ctx.fillRect(x0, Math.min(y0, y1), x1 - x0, Math.max(1, Math.abs(y1 - y0)));
