@@ -26,7 +26,9 @@ from ..dataset import Dataset, view_sql
 class PendingDataset(Dataset):
     """Dataset views over the Parquet files plus rows not flushed yet."""
 
-    pending: dict[str, pa.Table] = {}
+    def __init__(self, root: Path, con, pending: dict[str, pa.Table] | None = None) -> None:
+        super().__init__(root, con)
+        self.pending = dict(pending or {})
 
     @classmethod
     def open_with(cls, root: str | Path, pending: dict[str, pa.Table]) -> "PendingDataset":
