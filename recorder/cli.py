@@ -1,4 +1,4 @@
-"""The `recorder` command: run, demo, simulate, query, sql, queries.
+"""The `recorder` command: run, demo, simulate, query, sql, queries, chart.
 
 Every error the user can cause (bad config, unknown query, bad parameter, missing dataset) ends
 in one line on stderr naming the problem, and exit status 2.
@@ -100,6 +100,23 @@ def cmd_query(args) -> int:
     q = queries.get(args.name)  # unknown name: error before opening anything
     with Dataset.open(_data_root(args)) as ds:
         print(render(ds.query(q.name, **_params(args.param)), args.format))
+    return 0
+
+
+def cmd_chart(args) -> int:
+    import time
+
+    from .charts import chart_data, check_output, render
+    from .dataset import Dataset
+
+    out = Path(args.output)
+    check_output(out)  # a bad suffix fails before any query runs
+    started = time.perf_counter()
+    with Dataset.open(_data_root(args)) as ds:
+        data = chart_data(ds, args.market, venue=args.venue, start=args.start, end=args.end, interval=args.interval)
+    render(data, out)
+    print(f"{out}: {data.title}; {len(data.gaps)} gaps; {out.stat().st_size:,} bytes in "
+          f"{time.perf_counter() - started:.2f} s")
     return 0
 
 
@@ -223,6 +240,19 @@ def parser() -> argparse.ArgumentParser:
                           "scrape config into DIR")
     prom.add_argument("dir", help="directory to write alerts.yml, alerts_test.yml and prometheus.yml into")
     prom.set_defaults(func=cmd_prometheus)
+
+    chart = sub.add_parser("chart", help="draw one market's probability, book band, volume and recording gaps "
+                           "to a PNG or a self-contained HTML file")
+    chart.add_argument("--market", required=True, help="market or event id (as in the chance table)")
+    chart.add_argument("--venue", help="only this venue (default: every venue that recorded the market)")
+    chart.add_argument("--start", help="start of the range, inclusive: ISO 8601, epoch seconds or now "
+                       "(default: the market's first recorded row)")
+    chart.add_argument("--end", help="end of the range, exclusive (default: just after the market's last row)")
+    chart.add_argument("--interval", help="bucket width: 1s, 5m, 1h ... (default: about 600 buckets over the range)")
+    chart.add_argument("-o", "--output", required=True, help="output file; the suffix picks the format: .png or .html")
+    chart.add_argument("--data", help="dataset root (default: storage.root from --config)")
+    chart.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    chart.set_defaults(func=cmd_chart)
 
     lst = sub.add_parser("queries", help="list the named queries and their parameters")
     lst.set_defaults(func=cmd_queries)

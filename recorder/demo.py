@@ -26,7 +26,8 @@ async def record_demo(root: Path, seconds: float, *, say=print) -> None:
             say(f"  {name:24} {url}")
         cfg = cfgmod.parse({"storage": {"root": str(root), "max_age_seconds": 2.0},
                             "recorder": {"summary_interval_seconds": max(5.0, seconds / 2)},
-                            "feeds": fleet.feeds()}, environ=SIM_ENV)
+                            # a 1-2 s reconnect backoff: the injected disconnect shows as a visible gap in charts
+                            "feeds": fleet.feeds(backoff_initial=2.0, backoff_max=2.0)}, environ=SIM_ENV)
         stop = trio.Event()
         async with trio.open_nursery() as rec:
             await rec.start(lambda task_status: run_recorder(cfg, stop=stop, task_status=task_status))
@@ -67,6 +68,7 @@ def summarize(root: Path, *, say=print) -> None:
     say(f"  duckdb -c \"SELECT venue, market, outcome, probability FROM read_parquet('{root}/chance/*/*/*.parquet',"
         " hive_partitioning = true) LIMIT 5\"")
     say(f"Or: recorder sql --data {root} \"SELECT feed, count(*) FROM raw GROUP BY ALL\"")
+    say(f"A chart, with the disconnect shaded as a gap: recorder chart --market 123 --data {root} -o chart.html")
 
 
 def run_demo(seconds: float = 20.0, root: Path | None = None) -> Path:
