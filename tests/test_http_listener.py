@@ -180,3 +180,48 @@ async def test_a_failing_handler_is_a_500_and_the_listener_goes_on(caplog):
         assert (await get(url, "/hello"))[0] == 200
         nursery.cancel_scope.cancel()
     assert any("ZeroDivisionError" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+@trio_test(timeout=20)
+async def test_a_streamed_response_outlives_the_request_deadline_and_a_stalled_reader_is_dropped():
+    """A text/event-stream response is sent chunk by chunk past request_timeout; a reader that
+    stops reading is dropped once a chunk cannot be sent within request_timeout, and its producer
+    is closed; streams beyond max_streams get 503; plain requests are served meanwhile."""
+    closed = []
+
+    async def events(n: int, pad: int):
+        try:
+            for i in range(n):
+                yield f"event: tick\ndata: {i} {'x' * pad}\n\n".encode()
+                await trio.sleep(0.05)
+        finally:
+            closed.append(n)
+
+    async def sse(request):
+        n, pad = int(request.query["n"][0]), int(request.query.get("pad", ["0"])[0])
+        return Response(content_type="text/event-stream", stream=events(n, pad))
+
+    async with trio.open_nursery() as nursery:
+        url, listener = await start(nursery, {"/sse": sse, "/hello": hello}, request_timeout=0.3, max_streams=2)
+        status, headers, body = await get(url, "/sse?n=12")  # 12 x 0.05 s: twice the request deadline
+        assert status == 200 and "content-length" not in headers and headers["content-type"] == "text/event-stream"
+        assert body.count(b"event: tick") == 12 and closed == [12]
+        status, headers, body = await get(url, "/sse?n=3", "HEAD")
+        assert (status, body) == (200, b"")
+        port = int(url.rsplit(":", 1)[1])
+        stalled = await trio.open_tcp_stream("127.0.0.1", port)  # asks for a big stream, never reads
+        await stalled.send_all(b"GET /sse?n=100000&pad=60000 HTTP/1.1\r\n\r\n")
+        other = await trio.open_tcp_stream("127.0.0.1", port)  # holds the second stream slot
+        await other.send_all(b"GET /sse?n=100000 HTTP/1.1\r\n\r\n")
+        await trio.sleep(0.2)
+        status, _, _ = await get(url, "/sse?n=1")
+        assert status == 503  # both stream slots taken
+        assert (await get(url, "/hello"))[0] == 200  # plain requests still served
+        with trio.fail_after(5):
+            while listener.stats.stalled < 1:
+                await trio.sleep(0.05)
+        await trio.sleep(0.1)
+        assert 100000 in closed  # the stalled reader's producer was closed
+        await stalled.aclose()
+        await other.aclose()
+        nursery.cancel_scope.cancel()

@@ -6,18 +6,22 @@ It must never slow the feeds' read loops, so everything a client could make unbo
     concurrency      at most `max_connections` requests at once; one more gets 503 and is closed
     time             each connection has `request_timeout` seconds to send its request and take the
                      response (a slowloris client is cut off, a slow reader too)
+    streams          a streamed response (Server-Sent Events) has no overall deadline, but each chunk
+                     must be taken within `request_timeout` (a stalled reader is dropped, never
+                     waited for); at most `max_streams` at once, apart from `max_connections`
     methods          GET and HEAD (405 otherwise); every response closes the connection
 
 Routes are a dict: exact path -> handler, and prefixes (keys ending in "/*") for trees such as
 "/api/*"; the longest matching prefix wins. A handler is `async def handler(request) -> Response`.
-Adding a route needs no change here.
+Adding a route needs no change here. A Response with `stream` set is sent chunk by chunk from
+that async iterator of bytes (no Content-Length); the producer bounds its own queue.
 """
 
 from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import Awaitable, Callable, Mapping
+from typing import AsyncIterator, Awaitable, Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
@@ -43,6 +47,7 @@ class Response:
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
+    stream: AsyncIterator[bytes] | None = None  # a streamed body (e.g. text/event-stream) instead of `body`
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -100,11 +105,11 @@ def encode(response: Response, *, head_only: bool = False) -> bytes:
         reason = HTTPStatus(response.status).phrase
     except ValueError:
         reason = ""
-    lines = [f"HTTP/1.1 {response.status} {reason}", f"Content-Type: {response.content_type}",
-             f"Content-Length: {len(response.body)}", "Connection: close", "Cache-Control: no-store",
-             *(f"{k}: {v}" for k, v in response.headers)]
+    length = [] if response.stream is not None else [f"Content-Length: {len(response.body)}"]
+    lines = [f"HTTP/1.1 {response.status} {reason}", f"Content-Type: {response.content_type}", *length,
+             "Connection: close", "Cache-Control: no-store", *(f"{k}: {v}" for k, v in response.headers)]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head if head_only else head + response.body
+    return head if head_only or response.stream is not None else head + response.body
 
 
 async def read_head(stream: trio.abc.Stream) -> bytes:
@@ -137,41 +142,59 @@ async def drain(stream: trio.abc.Stream, limit: int = 64 * 1024) -> None:
 
 @attrs.define
 class ListenerStats:
-    """Counts for tests and the log: requests served, refused as over the limit, timed out."""
+    """Counts for tests and the log: requests served, refused as over a limit, timed out, bad,
+    streams dropped because their reader stalled."""
 
     served: int = 0
     refused: int = 0
     timed_out: int = 0
     bad: int = 0
+    stalled: int = 0
 
 
 class Listener:
     def __init__(self, routes: Mapping[str, Handler], *, max_connections: int = 16,
-                 request_timeout: float = 5.0) -> None:
+                 request_timeout: float = 5.0, max_streams: int = 8) -> None:
         self.routes = routes  # a live mapping: routes added later are served
         self.limit = trio.CapacityLimiter(max_connections)
+        self.streams = trio.CapacityLimiter(max_streams)
         self.request_timeout = request_timeout
         self.stats = ListenerStats()
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        """One connection: one request, one response, close."""
         try:
-            self.limit.acquire_nowait()
+            if not await self._admit(stream, self.limit):
+                return
+            try:
+                streamed = None
+                with trio.move_on_after(self.request_timeout) as scope:
+                    streamed = await self._exchange(stream)
+                if scope.cancelled_caught:
+                    self.stats.timed_out += 1
+            finally:
+                self.limit.release()
+            if streamed is not None and await self._admit(stream, self.streams):
+                try:
+                    await self._stream(stream, streamed)
+                finally:
+                    self.streams.release()
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _admit(self, stream: trio.SocketStream, limit: trio.CapacityLimiter) -> bool:
+        """Take a slot of `limit`, or answer 503 at once (within a second) and say no."""
+        try:
+            limit.acquire_nowait()
+            return True
         except trio.WouldBlock:
             self.stats.refused += 1
             with trio.move_on_after(1):
                 await self._send(stream, encode(text(503, "too many connections: try again shortly")))
-            await trio.aclose_forcefully(stream)
-            return
-        try:
-            with trio.move_on_after(self.request_timeout) as scope:
-                await self._exchange(stream)
-            if scope.cancelled_caught:
-                self.stats.timed_out += 1
-        finally:
-            self.limit.release()
-            await trio.aclose_forcefully(stream)
+            return False
 
-    async def _exchange(self, stream: trio.SocketStream) -> None:
+    async def _exchange(self, stream: trio.SocketStream) -> Response | None:
+        """Read the request and answer it; a streamed response is returned for `_stream` instead."""
         try:
             request = parse_head(await read_head(stream))
         except BadRequest as exc:
@@ -179,16 +202,44 @@ class Listener:
             await self._send(stream, encode(exc.response))
             with trio.move_on_after(0.5):
                 await drain(stream)
-            return
+            return None
         except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
-            return
+            return None
         handler = route(self.routes, request.path)
         if handler is None:
             response = text(404, f"not found: {request.path[:200]}; try /metrics, /healthz or /status")
         else:
             response = await self._call(handler, request)
         self.stats.served += 1
+        if response.stream is not None:
+            if request.method == "GET":
+                return response
+            await _close_iterator(response.stream)  # HEAD: the head only
         await self._send(stream, encode(response, head_only=request.method == "HEAD"))
+        return None
+
+    async def _stream(self, stream: trio.SocketStream, response: Response) -> None:
+        """The head, then each chunk as the producer yields it; a reader that does not take one
+        within `request_timeout` is dropped."""
+        chunks = response.stream
+        try:
+            if not await self._send_within(stream, encode(response)):
+                return
+            async for data in chunks:
+                if not await self._send_within(stream, data):
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await _close_iterator(chunks)
+
+    async def _send_within(self, stream: trio.SocketStream, data: bytes) -> bool:
+        with trio.move_on_after(self.request_timeout) as scope:
+            await stream.send_all(data)
+        if scope.cancelled_caught:
+            self.stats.stalled += 1
+            return False
+        return True
 
     @staticmethod
     async def _call(handler: Handler, request: Request) -> Response:
@@ -208,3 +259,11 @@ class Listener:
             await stream.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+
+async def _close_iterator(chunks: AsyncIterator[bytes]) -> None:
+    """Let a streamed body's producer clean up (an async generator's finally blocks run)."""
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        with trio.CancelScope(shield=True):
+            await aclose()
