@@ -107,6 +107,7 @@ class Slowloris:
         self.stream, self.every = stream, every
         self.done = trio.Event()
         self.result: tuple[bytes, float] | None = None
+        self.closed_at: float | None = None  # trio clock when the server ended the connection
 
     async def run(self) -> None:
         t0 = trio.current_time()
@@ -124,7 +125,8 @@ class Slowloris:
                 got = await self.stream.receive_some(65536)
             except trio.BrokenResourceError:
                 got = b""
-            self.result = (got, trio.current_time() - t0)
+            self.closed_at = trio.current_time()
+            self.result = (got, self.closed_at - t0)
             nursery.cancel_scope.cancel()
         await self.stream.aclose()
         self.done.set()

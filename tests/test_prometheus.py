@@ -136,7 +136,11 @@ async def test_prometheus_scrapes_the_recorder_and_the_stale_subscription_alert_
                 return None
 
             url = await poll("the recorder to serve its window", 15, serving)
-            status_ok = await trio.to_thread.run_sync(recorder_status, url)
+            async def all_fresh():  # every feed subscribed and fresh: exit 0 (polled: they connect first)
+                r = await trio.to_thread.run_sync(recorder_status, url)
+                return r if r.returncode == 0 else None
+
+            status_ok = await poll("recorder status to exit 0", 20, all_fresh)
             t0 = trio.current_time()
             prom_proc, prom = await start_prometheus(nursery, tmp_path, url.removeprefix("http://"))
             t_ready = trio.current_time()

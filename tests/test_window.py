@@ -101,10 +101,10 @@ async def test_hostile_http_clients_do_not_delay_frames_or_heartbeats(tmp_path):
     assert fleet.predictfun.heartbeats_missed == 0 and fleet.intots.pings_unanswered == 0
     for f in after["feeds"]:
         assert f["state"] == "subscribed" and sum(f["connections_ended"].values()) == 0, f
-        # frames kept arriving during the attack (one every 0.02 s per connection: at least a third of that)
-        assert f["frames"] - before[f["name"]] >= attack_seconds / 0.02 / 3, (f, before, attack_seconds)
-    assert set(result["held"]) <= {"503", "-1"} and result["held"].get("503", 0) > 0, result  # none served
-    assert all(got == "" and 1.4 <= seconds < 3.0 for got, seconds in result["cut"]), result  # cut, unanswered
+        # frames kept arriving during the attack (one every 0.02 s per connection: at least a fifth of that)
+        assert f["frames"] - before[f["name"]] >= attack_seconds / 0.02 / 5, (f, before, attack_seconds)
+    assert result["served_while_held"] == 0 and result["held"].get("503", 0) > 0, result  # none served meanwhile
+    assert all(got == "" and 1.4 <= seconds < 5.0 for got, seconds in result["cut"]), result  # cut, unanswered
     assert set(result["mixed"]) <= {"200", "431", "503", "-1"} and result["mixed"].get("200", 0) > 0, result
     assert result["alone"] == {"431": 1}, result
 
