@@ -212,7 +212,8 @@ async def test_healthz_says_503_while_the_storage_worker_is_wedged(tmp_path, mon
 
     monkeypatch.setattr(os, "fsync", fsync)
     async with recording(tmp_path, names={"it-btc"}, http={"storage_deadline_seconds": 0.5}) as (_, _, url):
-        assert await get(url, "/healthz") == (200, await _headers(url), b"ok\n")
+        code, headers, body = await get(url, "/healthz")
+        assert (code, body, headers["content-type"]) == (200, b"ok\n", "text/plain; charset=utf-8")
         slow["on"] = True
 
         async def wedged():
@@ -225,10 +226,6 @@ async def test_healthz_says_503_while_the_storage_worker_is_wedged(tmp_path, mon
         doc = await status_of(url)
         slow["on"] = False
         assert doc["healthy"] is False and doc["health"].startswith("storage wedged")
-
-
-async def _headers(url):
-    return (await get(url, "/healthz"))[1]
 
 
 def test_a_taken_port_is_one_line_and_exit_2_before_anything_connects(tmp_path):
