@@ -92,6 +92,33 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    import trio
+
+    from .simulators.replay import ReplayServer, load_recording, parse_speed
+
+    _setup_logging("info")
+    speed = parse_speed(args.speed)
+    recording = load_recording(_data_root(args), start=args.start, end=args.end, feeds=tuple(args.feeds or ()))
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(ReplayServer(recording, speed=speed, listen=args.listen).run)
+            for name, url in server.urls().items():
+                print(f"{name:24} {url}", flush=True)
+            print("Replay accepts any credentials and keeps none: point a recorder's feeds (url = ...) here.",
+                  flush=True)
+            if args.seconds:
+                await trio.sleep(args.seconds)
+                nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(serve)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_query(args) -> int:
     from .dataset import Dataset
 
@@ -174,6 +201,19 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--interval", type=float, default=0.1, help="seconds between pushes per connection")
     sim.add_argument("--fault-every", type=float, default=0.0, help="inject a random fault this often (seconds)")
     sim.set_defaults(func=cmd_simulate)
+
+    rep = sub.add_parser("replay", help="serve a recorded dataset back over each venue's own WebSocket protocol")
+    rep.add_argument("--data", help="dataset root (default: storage.root from --config)")
+    rep.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    rep.add_argument("--start", help="replay frames received from this time (ISO 8601, UTC if no zone)")
+    rep.add_argument("--end", help="replay frames received before this time")
+    rep.add_argument("--speed", default="1", help="1 (as recorded), 10 (ten times faster), ... or max")
+    rep.add_argument("--feeds", nargs="+", metavar="FEED", help="only these recorded feeds (private feeds are "
+                     "replayed only when named here)")
+    rep.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT of the first endpoint; the next ones "
+                     "take the following ports (port 0: any free port) (default: %(default)s)")
+    rep.add_argument("--seconds", type=float, default=0, help="stop after this long (default: run until Ctrl-C)")
+    rep.set_defaults(func=cmd_replay)
 
     for name, helptext in (("query", "run a named query from queries/"), ("sql", "run any SQL over the table views")):
         q = sub.add_parser(name, help=helptext)
