@@ -54,7 +54,8 @@ async def rerecord(first: Path, second: Path, fleet: Fleet, *, names=None) -> Re
     return server
 
 
-def table_rows(root: Path, table: str, *, drop=NOT_COMPARED) -> collections.Counter:
+def table_rows(root: Path, table: str, *, drop=NOT_COMPARED, where: str = "true") -> collections.Counter:
     with Dataset.open(root / "data") as ds:
-        rows = ds.sql(f"SELECT * EXCLUDE ({', '.join(sorted(drop))}) FROM {table}").to_pylist()
+        exclude = f" EXCLUDE ({', '.join(sorted(drop))})" if drop else ""
+        rows = ds.sql(f"SELECT *{exclude} FROM {table} WHERE {where}").to_pylist()
     return collections.Counter(json.dumps(r, sort_keys=True, default=str) for r in rows)

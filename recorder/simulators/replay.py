@@ -80,7 +80,8 @@ class Recording:
     first_us: int = 0  # the first frame's receive time in the range: time zero of the replay
 
 
-def _us(value: str | None, what: str) -> int | None:
+def parse_time(value: str | None, what: str) -> int | None:
+    """An ISO 8601 time given on the command line (UTC if it has no zone) in microseconds, or None."""
     if value is None:
         return None
     try:
@@ -108,7 +109,7 @@ def load_recording(root: str | Path, *, start: str | None = None, end: str | Non
     """Read which feeds the dataset holds (sessions and raw) within [start, end)."""
     from ..dataset import Dataset
 
-    start_us, end_us = _us(start, "--start"), _us(end, "--end")
+    start_us, end_us = parse_time(start, "--start"), parse_time(end, "--end")
     where, params = _range_sql(start_us, end_us)
     with Dataset.open(root) as ds:
         rows = ds.sql(f"""
