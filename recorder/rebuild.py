@@ -183,6 +183,11 @@ def rewrite_partition(con, root: Path, sel: Selection, key: tuple[str, str, str]
     if before_swap is not None:  # test seam
         before_swap()
     with writers_lock(root, exclusive=True):
+        gone = [f.name for f in inputs if not f.exists()]
+        if gone:  # a compaction (or another rebuild) rewrote the partition since we read it
+            shutil.rmtree(stage.parents[2], ignore_errors=True)  # this rebuild's staging of it
+            raise RecorderError(f"{live.relative_to(root)} was rewritten while rebuilding ({gone[0]} is gone): "
+                                "nothing was changed there; run the rebuild again when no compaction is running")
         if live.is_dir():
             for extra in sorted(set(live.glob("*.parquet")) - set(inputs)):
                 os.link(extra, stage / extra.name)  # published by a recorder since we read the partition

@@ -129,6 +129,23 @@ async def test_rebuild_with_the_same_decoders_gives_back_exactly_what_was_record
         assert table_rows(tmp_path, t, drop=set()) == before[t], t
 
 
+@trio_test(timeout=60)
+async def test_a_partition_compacted_meanwhile_is_left_alone_with_a_clear_error(tmp_path, monkeypatch):
+    """If compaction rewrites a partition between the rebuild reading it and swapping it, the rebuild
+    stops with an error naming it, and the partition keeps the compacted rows (nothing lost, nothing twice)."""
+    from recorder.compact import compact_partition
+
+    fleet = await record(tmp_path, 1.5, names={"it-btc"}, settings=FAST)
+    before = prices(tmp_path)
+    live = next((tmp_path / "data" / "prices").glob("venue=intots/date=*"))
+    assert len(list(live.glob("*.parquet"))) >= 2
+    monkeypatch.setattr(intots.Decoder, "decode", v2_fixed)
+    with pytest.raises(RecorderError, match="was rewritten while rebuilding"):
+        rebuild(tmp_path / "data", select(make_config(fleet, tmp_path), tables=("prices",)),
+                before_swap=lambda: compact_partition(tmp_path / "data", "prices", live))
+    assert prices(tmp_path) == before and len(list(live.glob("*.parquet"))) == 1
+
+
 def test_rebuild_cli_checks_its_options(tmp_path, capsys):
     """A table that is not derived from raw, or a venue with no feed: one line, exit 2."""
     config = tmp_path / "c.toml"
