@@ -99,7 +99,9 @@ def cmd_replay(args) -> int:
 
     _setup_logging("info")
     speed = parse_speed(args.speed)
-    recording = load_recording(_data_root(args), start=args.start, end=args.end, feeds=tuple(args.feeds or ()))
+    # Only storage.root is read from a config here: its feeds' secrets need not be set.
+    root = Path(args.data) if args.data else cfgmod.load(args.config, environ=_NoSecretsNeeded(os.environ)).storage.root
+    recording = load_recording(root, start=args.start, end=args.end, feeds=tuple(args.feeds or ()))
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:

@@ -14,6 +14,8 @@ from conftest import trio_test
 from e2e import FAST, record
 from recorder import cli
 from recorder.dataset import Dataset
+from recorder.errors import RecorderError
+from recorder.simulators.fleet import SECRETS
 from recorder.simulators.replay import ReplayServer, load_recording
 from replay_helpers import NORMALISED, rerecord, table_rows
 
@@ -60,6 +62,14 @@ async def test_round_trip_every_venue_equal_but_receive_times_and_connections(tm
     with Dataset.open(second / "data") as ds:
         conns = ds.sql("SELECT feed, count(*) AS n FROM sessions GROUP BY ALL").to_pylist()
     assert all(c["n"] == 1 for c in conns), conns  # one replay connection per feed: all of it on one
+    public = {f.name for f in load_recording(first / "data").feeds}
+    assert public == set(ALL_FEEDS) - {"op-orders", "op-balances", "op-order-feed", "pf-wallet"}  # private: only by name
+    assert {f.name for f in load_recording(first / "data", feeds=("pf-wallet",)).feeds} == {"pf-wallet"}
+    with pytest.raises(RecorderError, match="--feeds nope: no such feed"):
+        load_recording(first / "data", feeds=("nope",))
+    with Dataset.open(second / "data") as ds:
+        stored = "".join(ds.sql("SELECT payload FROM raw").column("payload").to_pylist())
+    assert all(secret not in stored for secret in SECRETS)
 
 
 @trio_test(timeout=60)
