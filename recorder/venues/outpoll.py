@@ -390,7 +390,8 @@ class Decoder:
     def _history(self, msg: dict, meta: FrameMeta) -> list[Record]:
         # A reply after the event's first subscription (a reconnect, or a restart with the state
         # restored) answers a backfill request: the recorder asked for its own gap.
-        source = "backfill" if self.subscribes.get(msg.get("e"), 0) > 1 else "history"
+        event = msg.get("e")
+        source = "backfill" if type(event) is str and self.subscribes.get(event, 0) > 1 else "history"
         return self._chance(msg, meta, [base.obj(p, "d[]") for p in base.lst(msg.get("d"), "d")], source=source)
 
     def _chance(self, msg: dict, meta: FrameMeta, points: list[dict], *, source: str) -> list[Record]:
