@@ -82,3 +82,34 @@ def test_backfill_requests_start_at_each_outcomes_last_point_bounded_by_the_maxi
     assert history == [{"t": "HISTORY", "e": "e", "o": ["yes"], "d": {"from": 9_950, "to": 10_000}},
                        {"t": "HISTORY", "e": "e", "o": ["no"], "d": {"from": 9_700, "to": 10_000}},
                        {"t": "HISTORY", "e": "e", "o": ["maybe"], "d": {"from": 9_400, "to": 10_000}}]
+
+
+@trio_test(timeout=60)
+async def test_a_restarted_recorder_backfills_what_it_missed_while_stopped(tmp_path):
+    """The recorder stops, the venue's chart moves on, the recorder starts again (its dedupe state
+    restored from the checkpoint): it asks from its last points and the chart has no hole."""
+    from e2e import FAST, make_config
+    from recorder.simulators.fleet import start_fleet
+    from recorder.supervisor import run_recorder
+
+    async def run_for(cfg, seconds: float, fleet=None) -> None:
+        stop = trio.Event()
+        async with trio.open_nursery() as rec:
+            await rec.start(lambda task_status: run_recorder(cfg, stop=stop, task_status=task_status))
+            await trio.sleep(seconds)
+            if fleet is not None:
+                fleet.outpoll.quiesce()
+                await trio.sleep(0.5)
+            stop.set()
+
+    async with trio.open_nursery() as sims:
+        fleet = await start_fleet(sims, FAST)
+        cfg = make_config(fleet, tmp_path, names={"op-chance"})
+        await run_for(cfg, 1.0)
+        await fleet.outpoll.outage(1.0)  # nobody connected: the chart moves on
+        await run_for(cfg, 1.0, fleet)
+        sims.cancel_scope.cancel()
+    assert made(fleet) - chart(tmp_path) == set()
+    with Dataset.open(tmp_path / "data") as ds:
+        gaps = [g for g in ds.query("coverage").to_pylist() if g["state"] == "gap"]
+    assert len(gaps) == 1 and gaps[0]["filled"] and gaps[0]["backfill_rows"] >= 20
