@@ -6,8 +6,7 @@
 What is rebuilt: the rows of the selected feeds (every feed of the config, or of one venue)
 whose frames were received in [start, end). Rows keep their lineage (`conn_id`, `seq`,
 `ts_recv` are the raw frame's). Each feed's frames are decoded from its first recorded frame,
-in received order (receive time, then connection and frame number: the order the recorder
-decoded them in, overlapping connections included), so the dedupe windows hold exactly what
+in the order the recorder decoded them (RECEIVED_ORDER), so the dedupe windows hold exactly what
 they held live; frames before `start` only rebuild that state, and their rows are not touched.
 
 A partition is affected when rebuilt rows land in it or old rows of the range leave it. Its new
@@ -48,6 +47,11 @@ from .writer import Buffers, sort_keys
 log = logging.getLogger(__name__)
 DERIVED = ("chance", "trades", "book", "prices", "account", "rejects")
 STAGING = "_rebuild"
+# The order the recorder decoded a feed's frames in: by receive time, each connection's frames in
+# their own order (a running maximum of the receive time, in case the wall clock stepped back),
+# overlapping connections interleaved as they were received.
+RECEIVED_ORDER = ("max(ts_recv) OVER (PARTITION BY conn_id ORDER BY seq ROWS UNBOUNDED PRECEDING), "
+                  "conn_id, seq")
 FETCH_ROWS = 8192
 
 
@@ -104,8 +108,7 @@ def decode_feed(con, feed: FeedConfig, sel: Selection, buffers: Buffers) -> int:
     cursor = con.cursor()
     try:
         cursor.execute(f"SELECT epoch_us(ts_recv), conn_id, seq, payload FROM raw WHERE feed = $feed "
-                       f"AND venue = $venue {end} ORDER BY ts_recv, conn_id, seq",
-                       {"feed": feed.name, "venue": feed.venue})
+                       f"AND venue = $venue {end} ORDER BY {RECEIVED_ORDER}", {"feed": feed.name, "venue": feed.venue})
         start = sel.start_us
         scratch = Buffers()
         n = 0

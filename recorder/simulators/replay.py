@@ -4,8 +4,8 @@ Every recorded endpoint (the scheme, host and port of a feed's recorded URL) get
 listener; the path stays the recorded one, so a client built for the venue connects to
 `ws://127.0.0.1:<port>/order/ws` as it would to the venue. A connection follows one recorded
 feed (the one on that endpoint and path whose recorded data best matches what the client
-subscribes to) and receives its raw frames in recorded order (receive time, then connection and
-frame number), paced by the recorded receive times divided by `speed` (None: as fast as the
+subscribes to) and receives its raw frames in recorded order (rebuild.RECEIVED_ORDER: receive time,
+each connection's frames in their own order), paced by the recorded receive times divided by `speed` (None: as fast as the
 socket takes them). Frames are filtered by the client's subscriptions as the venue filters them:
 Outpoll by event id, predict.fun by topic.
 
@@ -33,6 +33,7 @@ import trio
 import trio_websocket as tw
 
 from ..errors import RecorderError
+from ..rebuild import RECEIVED_ORDER
 from .base import _is_disconnect
 
 log = logging.getLogger("recorder.replay")
@@ -327,7 +328,7 @@ class ReplayServer:
         cursor = self._db.cursor()
         try:
             await trio.to_thread.run_sync(lambda: cursor.execute(
-                f"SELECT epoch_us(ts_recv), payload FROM raw WHERE feed = $feed {where} ORDER BY ts_recv, conn_id, seq",
+                f"SELECT epoch_us(ts_recv), payload FROM raw WHERE feed = $feed {where} ORDER BY {RECEIVED_ORDER}",
                 {"feed": feed.name, **params}))
             started = trio.current_time()
             sent = 0
