@@ -40,6 +40,20 @@ def _data_root(args) -> Path:
     return cfgmod.load(args.config).storage.root
 
 
+def _open_dataset(args):
+    """The dataset to read: --data DIR (a plain dataset), else the config's storage (plain or lake)."""
+    from .dataset import Dataset
+
+    if args.data:
+        return Dataset.open(Path(args.data))
+    storage = cfgmod.load(args.config).storage
+    if storage.lake is not None:
+        from .store.lake import LakeStore
+
+        return LakeStore(storage.lake).open_dataset()
+    return Dataset.open(storage.root)
+
+
 def _setup_logging(level: str = "info") -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -93,12 +107,10 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_query(args) -> int:
-    from .dataset import Dataset
-
     if args.name is None:
         return cmd_queries(args)
     q = queries.get(args.name)  # unknown name: error before opening anything
-    with Dataset.open(_data_root(args)) as ds:
+    with _open_dataset(args) as ds:
         print(render(ds.query(q.name, **_params(args.param)), args.format))
     return 0
 
@@ -131,15 +143,28 @@ def cmd_compact(args) -> int:
         print(f"{r.partition}: {r.files_before} files -> {r.files_after}, {r.rows} rows, "
               f"{r.bytes_before / 1e6:.1f} MB -> {r.bytes_after / 1e6:.1f} MB in {r.seconds:.1f} s", flush=True)
 
+    if not args.data and cfgmod.load(args.config).storage.lake is not None:
+        return compact_lake(cfgmod.load(args.config).storage.lake)
     results = compact(_data_root(args), tables=tables, before=before, progress=progress)
     print(f"compacted {len(results)} partitions")
     return 0
 
 
-def cmd_sql(args) -> int:
-    from .dataset import Dataset
+def compact_lake(settings) -> int:
+    """`recorder compact` on a lake: DuckLake's merge, expiry and cleanup (store/maintenance.py)."""
+    from .store.maintenance import maintain
 
-    with Dataset.open(_data_root(args)) as ds:
+    r = maintain(settings)
+    if r.skipped:
+        print("another process is maintaining the lake (it holds the maintenance lock); nothing done")
+        return 0
+    print(f"lake: {r.merged} merges, {r.expired} snapshots expired, {r.deleted} old files deleted"
+          f" in {r.seconds:.1f} s")
+    return 0
+
+
+def cmd_sql(args) -> int:
+    with _open_dataset(args) as ds:
         print(render(ds.sql(args.text), args.format))
     return 0
 

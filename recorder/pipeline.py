@@ -30,7 +30,7 @@ from . import journal as jr
 from .errors import DecodeError, JournalError
 from .fsutil import write_atomic
 from .records import Reject, Session
-from .store import Store
+from .store import Store, crashpoints
 from .store.plain import PlainStore
 from .timeutil import US_PER_DAY
 from .venues.base import Decoder, FrameMeta, RawOnlyDecoder
@@ -339,11 +339,13 @@ class Pipeline:
         store still has to publish."""
         self.journal.sync()
         pending = self.store.checkpoint_files(job.flush, job.flush_seq)
+        crashpoints.reach("files_written")
         head = {"version": 1, "instance": self.instance, "flush_seq": job.flush_seq, "rows": job.flush.rows,
                 "position": list(job.position), "pending": pending}
         checkpoint = json.dumps(head)[:-1] + ', "state": ' + job.state + "}"
         write_atomic(self.journal_dir / CHECKPOINT, checkpoint.encode())
         self.staged = Staged(flush_seq=job.flush_seq, pending=pending)
+        crashpoints.reach("checkpointed")
         return pending
 
     def _publish_staged(self) -> None:
