@@ -2,7 +2,9 @@
 pipeline and storage tasks (group commit, small flushes), in runs as socket reads deliver them,
 and prints the highest frame id known fsynced after every journal sync. The test kills it with SIGKILL at random moments.
 
-    python crash_writer.py ROOT RUN_NUMBER [--frames N]
+    python crash_writer.py ROOT RUN_NUMBER [--frames N] [--catalog C --data-path D [--password-env V]]
+
+With --catalog the writer records into a DuckLake lake (store/lake.py) instead of ROOT/data.
 """
 
 from __future__ import annotations
@@ -25,12 +27,25 @@ from recorder.storage import FlushPolicy, run_storage  # noqa: E402
 BASE_TS = 1_760_000_000_000_000
 
 
-async def main(root: Path, run: int, frames: int) -> None:
-    pipeline = Pipeline(root / "data", root / "journal", lambda feed: SyntheticDecoder(), segment_bytes=256 * 1024)
+def make_store(a):
+    if not a.catalog:
+        return None
+    import os
+
+    from recorder.store.lake import LakeStore
+    from recorder.store.settings import LakeSettings
+
+    return LakeStore(LakeSettings(catalog=a.catalog, data_path=a.data_path, password_env=a.password_env,
+                                  password=os.environ.get(a.password_env) if a.password_env else None))
+
+
+async def main(root: Path, run: int, frames: int, store=None, conn_prefix: str = "run") -> None:
+    pipeline = Pipeline(root / "data", root / "journal", lambda feed: SyntheticDecoder(), segment_bytes=256 * 1024,
+                        store=store)
     pipeline.open()
     print(f"ready replayed={pipeline.replayed}", flush=True)
     policy = FlushPolicy(max_rows=3000, max_age=0.15, commit_interval=0.02, retry_interval=0.05)
-    conn = f"run{run}"
+    conn = f"{conn_prefix}{run}"
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_storage, pipeline, policy)
         if frames == 0:  # recovery only: commit what was replayed and exit cleanly
@@ -68,5 +83,9 @@ if __name__ == "__main__":
     ap.add_argument("root", type=Path)
     ap.add_argument("run", type=int)
     ap.add_argument("--frames", type=int, default=2_000_000)
+    ap.add_argument("--catalog")
+    ap.add_argument("--data-path")
+    ap.add_argument("--password-env")
+    ap.add_argument("--conn-prefix", default="run")
     a = ap.parse_args()
-    trio.run(main, a.root, a.run, a.frames)
+    trio.run(main, a.root, a.run, a.frames, make_store(a), a.conn_prefix)
