@@ -152,9 +152,13 @@ def cmd_compact(args) -> int:
 
 def compact_lake(settings) -> int:
     """`recorder compact` on a lake: DuckLake's merge, expiry and cleanup (store/maintenance.py)."""
+    from .store.errors import StoreUnavailable
     from .store.maintenance import maintain
 
-    r = maintain(settings)
+    try:
+        r = maintain(settings)
+    except StoreUnavailable as exc:
+        raise RecorderError(f"{exc}; nothing was changed, run it again later") from None
     if r.skipped:
         print("another process is maintaining the lake (it holds the maintenance lock); nothing done")
         return 0

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -89,8 +90,9 @@ def table_ddl(table: str) -> str:
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create the tables and the ledger the first time any writer meets this lake. Writers
-    starting together may race: the loser's transaction fails and it looks again."""
-    for attempt in range(10):
+    starting together race: the loser's commit fails (a conflict, or "already exists") and it
+    looks again at what is there."""
+    for attempt in range(20):
         have = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?",
                                           [ALIAS]).fetchall()}
         missing = [t for t in schema.TABLES if t not in have]
@@ -105,10 +107,12 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
                 con.execute(f"CREATE TABLE {ALIAS}.{LEDGER} (writer VARCHAR, flush BIGINT, files INTEGER,"
                             " rows BIGINT, committed TIMESTAMPTZ)")
             con.execute("COMMIT")
-        except duckdb.TransactionException:
-            con.execute("ROLLBACK")
-            if attempt == 9:
+        except (duckdb.TransactionException, duckdb.CatalogException):
+            with contextlib.suppress(duckdb.TransactionException):
+                con.execute("ROLLBACK")
+            if attempt == 19:
                 raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def writer_id(journal_dir: Path) -> str:
@@ -143,6 +147,7 @@ class LakeStore:
                 con.close()
                 raise StoreUnavailable(self._message("cannot prepare the lake's tables", exc)) from None
             self._con = con
+            log.info("writer %s attached the lake (data in %s)", self.writer, self.settings.data_path)
         return self._con
 
     def _message(self, what: str, exc: BaseException) -> str:

@@ -10,16 +10,19 @@
 The grace period (storage.lake_grace_minutes) must outlast any query: a query reads the
 snapshot current when it started, and expiring that snapshot and deleting its files under it
 fails the query with "Cannot open file". Files a writer has written but not yet registered are
-in no snapshot: DuckLake's cleanup of old files never touches them. Orphan deletion
-(`ducklake_delete_orphaned_files`) is never run: a writer held back by a catalog outage keeps
-written, unregistered files for as long as the outage lasts, and deleting those would lose
-the flush. Each writer removes its own strays when it restarts (lake.LakeStore.remove_strays).
+in no snapshot: DuckLake's cleanup of old files never touches them. DuckLake's orphan deletion
+is never let loose on the lake: a writer held back by a catalog outage keeps written,
+unregistered files for as long as the outage lasts, and deleting those would lose the flush.
+Each writer removes its own strays when it restarts (lake.LakeStore.remove_strays). What is
+deleted here is only what a merge left behind when its commit lost to a writer's (DuckLake
+names those files `ducklake-<uuid>.parquet`, a name no recorder writes), older than the grace.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from typing import Iterator
 
@@ -27,7 +30,7 @@ import duckdb
 
 from . import extensions
 from .errors import StoreUnavailable
-from .lake import ALIAS, LOCK_KEY, Maintenance, _quote, connect
+from .lake import _TRANSIENT, ALIAS, LOCK_KEY, Maintenance, _quote, connect
 from .settings import LakeSettings
 
 log = logging.getLogger(__name__)
@@ -52,8 +55,31 @@ def maintenance_lock(settings: LakeSettings) -> Iterator[bool]:
         con.close()  # ends the session, which releases the lock
 
 
-def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
-    return len(con.execute(sql).fetchall())
+def _count(con: duckdb.DuckDBPyConnection, call: str) -> int:
+    """How many rows a DuckLake maintenance function returns (files merged, snapshots expired...)."""
+    return con.execute(f"CALL {call}").to_arrow_table().num_rows  # (fetchall would need pytz for timestamps)
+
+
+def delete_failed_merge_files(con: duckdb.DuckDBPyConnection, settings: LakeSettings, older: str) -> int:
+    """Delete the files of merges whose commit failed: orphans DuckLake named itself, older than
+    the grace period. A recorder's own files (<writer>-<flush>-<part>.parquet) are never touched."""
+    rows = con.execute(f"SELECT path FROM ducklake_delete_orphaned_files({_quote(ALIAS)}, dry_run => true,"
+                       f" older_than => {older})").fetchall()
+    doomed = [p for (p,) in rows if p.rsplit("/", 1)[-1].startswith("ducklake-")]
+    for path in doomed:
+        delete_file(settings, path)
+    return len(doomed)
+
+
+def delete_file(settings: LakeSettings, path: str) -> None:
+    if settings.on_s3:
+        from .objectstore import filesystem
+
+        fs, key = filesystem(path)
+        fs.delete_file(key)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def maintain(settings: LakeSettings, *, progress=None) -> Maintenance:
@@ -66,10 +92,11 @@ def maintain(settings: LakeSettings, *, progress=None) -> Maintenance:
         con = connect(settings, read_only=False)
         try:
             older = f"now() - INTERVAL '{float(settings.grace_seconds)} seconds'"
-            merged = _count(con, f"CALL ducklake_merge_adjacent_files({_quote(ALIAS)})")
-            expired = _count(con, f"CALL ducklake_expire_snapshots({_quote(ALIAS)}, older_than => {older})")
-            deleted = _count(con, f"CALL ducklake_cleanup_old_files({_quote(ALIAS)}, older_than => {older})")
-        except (duckdb.IOException, duckdb.TransactionException) as exc:
+            merged = _count(con, f"ducklake_merge_adjacent_files({_quote(ALIAS)})")
+            expired = _count(con, f"ducklake_expire_snapshots({_quote(ALIAS)}, older_than => {older})")
+            deleted = _count(con, f"ducklake_cleanup_old_files({_quote(ALIAS)}, older_than => {older})")
+            deleted += delete_failed_merge_files(con, settings, older)
+        except _TRANSIENT as exc:  # the catalog gone, or a writer's commit conflicting: next time
             raise StoreUnavailable(settings.scrub(f"lake maintenance failed: {str(exc).splitlines()[0]}")) from None
         finally:
             con.close()
