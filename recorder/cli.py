@@ -42,16 +42,9 @@ def _data_root(args) -> Path:
 
 def _open_dataset(args):
     """The dataset to read: --data DIR (a plain dataset), else the config's storage (plain or lake)."""
-    from .dataset import Dataset
+    from .dataset import open_dataset
 
-    if args.data:
-        return Dataset.open(Path(args.data))
-    storage = cfgmod.load(args.config).storage
-    if storage.lake is not None:
-        from .store.lake import LakeStore
-
-        return LakeStore(storage.lake).open_dataset()
-    return Dataset.open(storage.root)
+    return open_dataset(Path(args.data)) if args.data else open_dataset(config=args.config)
 
 
 def _setup_logging(level: str = "info") -> None:

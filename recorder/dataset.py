@@ -119,5 +119,18 @@ def _to_text(value: Any) -> str:
     return str(value)
 
 
-def open_dataset(root: str | Path) -> Dataset:
-    return Dataset.open(root)
+def open_dataset(root: str | Path | None = None, *, config: str | Path | None = None) -> Dataset:
+    """A plain dataset's root directory, or a config.toml whose [storage] is a plain dataset or a
+    DuckLake lake (attached read-only): the same views and named queries either way."""
+    if (root is None) == (config is None):
+        raise DatasetError("open_dataset takes a dataset root or config=<config.toml>, one of the two")
+    if root is not None:
+        return Dataset.open(root)
+    from . import config as cfgmod
+
+    storage = cfgmod.load(config).storage
+    if storage.lake is None:
+        return Dataset.open(storage.root)
+    from .store.lake import LakeStore
+
+    return LakeStore(storage.lake).open_dataset()

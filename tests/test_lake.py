@@ -10,6 +10,7 @@ import pytest
 from lakehelp import lake_config_toml, lake_settings
 from pgserver import PASSWORD, PASSWORD_ENV, postgres  # noqa: F401 (the fixture)
 
+import recorder
 from recorder import cli, config
 from recorder import journal as jr
 from recorder.dataset import Dataset
@@ -136,6 +137,8 @@ def test_cli_query_and_sql_read_the_lake(recorded, tmp_path, capsys):
     assert capsys.readouterr().out.split() == ["n", "0"]
     assert cli.main(["sql", "--config", str(cfg), "INSERT INTO lake.recorder_ledger VALUES ('x', 1, 0, 0, now())"]) == 2
     assert "read-only" in capsys.readouterr().err
+    with recorder.open_dataset(config=cfg) as ds:  # the Python API, from the same config
+        assert ds.sql("SELECT count(*) AS n FROM chance").to_pylist() == [{"n": 1000}]
 
 
 def test_lake_config_names_the_missing_password_variable(tmp_path):
@@ -169,7 +172,7 @@ def test_a_wrong_password_or_a_dead_catalog_never_shows_the_password(postgres, t
     assert PASSWORD not in str(err.value)
 
 
-def test_maintenance_merges_under_a_lock_one_process_at_a_time(recorded):
+def test_maintenance_merges_under_a_lock_one_process_at_a_time(recorded, tmp_path, capsys):
     """`maintain` merges the lake's small files into fewer and every answer stays the same; while
     another session holds the maintenance lock it does nothing and says so. (Runs last: it
     changes the module's lake.)"""
@@ -183,6 +186,9 @@ def test_maintenance_merges_under_a_lock_one_process_at_a_time(recorded):
     with maintenance_lock(settings) as got:
         assert got
         assert maintain(settings).skipped
-    assert not maintain(settings).skipped
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(lake_config_toml(settings, tmp_path / "root"))
+    assert cli.main(["compact", "--config", str(cfg)]) == 0
+    assert "merges" in capsys.readouterr().out
     assert chance_files() < before
     assert_same_answers(plain_root, settings)
