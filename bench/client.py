@@ -57,7 +57,7 @@ def feed_for(mix: str, url: str, transport: str) -> dict:
 
 async def recorder(url: str, transport: str, mix: str, frames: int, root: Path, storage: dict) -> dict:
     cfg = cfgmod.parse({"storage": {"root": str(root), **storage}, "recorder": {"summary_interval_seconds": 3600},
-                        "feeds": [feed_for(mix, url, transport)]}, environ={})
+                        "feeds": [feed_for(mix, url, transport)]}, environ=os.environ)  # a lake's password_env
     stop = trio.Event()
     out: dict = {}
     durable_lat, visible_lat = [], []

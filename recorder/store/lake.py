@@ -136,7 +136,14 @@ class LakeStore:
     # --- the writer side -------------------------------------------------------------------
 
     def bind_writer(self, journal_dir: Path, instance: str) -> None:
+        """Take this recorder's writer id and attach the catalog now, at startup (loading the
+        extensions and attaching take about a second): not in the middle of the first flush. A
+        catalog that cannot be reached yet is attached at the first flush, retried until it can."""
         self.writer = writer_id(journal_dir)
+        try:
+            self._writer_con()
+        except StoreUnavailable as exc:
+            log.warning("%s; recording anyway, flushes are kept until the lake can be reached", exc)
 
     def _writer_con(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
