@@ -34,6 +34,8 @@ def run_writer(root: Path, settings, run: int, frames: int, crash_at: str | None
     proc = subprocess.run(writer_args(root, settings, run, frames), env=env, capture_output=True, text=True,
                           timeout=90)
     durable = [int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("durable")]
+    if proc.returncode not in (0, 137):
+        print(proc.stderr[-3000:])  # shown by pytest when the test fails
     return proc.returncode, max(durable, default=0)
 
 

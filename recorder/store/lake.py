@@ -40,7 +40,7 @@ import pyarrow as pa
 from .. import layout, schema
 from ..fsutil import fsync_dir, write_atomic
 from ..writer import Flush, sort_keys
-from . import crashpoints, extensions
+from . import crashpoints, extensions, objectstore
 from .errors import StoreUnavailable
 from .settings import LakeSettings
 
@@ -71,6 +71,8 @@ def connect(settings: LakeSettings, *, read_only: bool) -> duckdb.DuckDBPyConnec
     try:
         if settings.password:
             con.execute(f"CREATE TEMPORARY SECRET (TYPE postgres, PASSWORD {_quote(settings.password)})")
+        if settings.on_s3:
+            con.execute(objectstore.duckdb_secret_sql())
         options = "READ_ONLY" if read_only else f"DATA_PATH {_quote(settings.data_path)}"
         con.execute(f"ATTACH {_quote(settings.catalog)} AS {ALIAS} ({options})")
     except duckdb.Error as exc:
@@ -158,27 +160,44 @@ class LakeStore:
         return self._con
 
     def _message(self, what: str, exc: BaseException) -> str:
-        return self.settings.scrub(f"{what}: {str(exc).splitlines()[0]}")
+        text = self.settings.scrub(f"{what}: {str(exc).splitlines()[0]}")
+        for secret in objectstore.secrets() if self.settings.on_s3 else ():
+            text = text.replace(secret, "***")
+        return text
 
     def _path(self, table: str, venue: str, day: int, flush_seq: int, part: int) -> str:
         rel = Path("main") / table / f"venue={venue}" / f"date={layout.timeutil.day_name(day)}"
         return str(rel / layout.file_name(self.writer, flush_seq, part))
 
     def checkpoint_files(self, flush: Flush, flush_seq: int) -> list:
-        """Write each partition's file under its final name, fsynced (invisible until registered).
+        """Write each partition's file under its final name, durable (invisible until registered).
         Returns [[table, path relative to data_path], ...]."""
-        root = Path(self.settings.data_path)
-        pending, dirs = [], set()
-        for part_no, ((table, venue, day), batches) in enumerate(sorted(flush.partitions.items())):
-            rel = self._path(table, venue, day, flush_seq, part_no)
+        parts = sorted(flush.partitions.items())
+        pending = [[table, self._path(table, venue, day, flush_seq, no)]
+                   for no, ((table, venue, day), _) in enumerate(parts)]
+        tables = [(pa.Table.from_batches(batches), sort_keys(table)) for (table, _, _), batches in parts]
+        if self.settings.on_s3:
+            self._write_s3(pending, tables)
+        else:
+            self._write_local(pending, tables)
+        return pending
+
+    def _write_local(self, pending: list, tables: list) -> None:
+        root, dirs = Path(self.settings.data_path), set()
+        for (_, rel), (table, order) in zip(pending, tables):
             final = root / rel
-            tmp = layout.write_tmp(pa.Table.from_batches(batches), final, sort_by=sort_keys(table))
-            os.replace(tmp, final)
+            os.replace(layout.write_tmp(table, final, sort_by=order), final)
             dirs.add(final.parent)
-            pending.append([table, rel])
         for d in dirs:
             fsync_dir(d)
-        return pending
+
+    def _write_s3(self, pending: list, tables: list) -> None:
+        """One PUT per file: the object exists whole once its upload completes, or not at all. A
+        failed upload raises OSError: the storage task retries the flush, like a full disk."""
+        fs, base = objectstore.filesystem(self.settings.data_path.rstrip("/"))
+        for (_, rel), (table, order) in zip(pending, tables):
+            with fs.open_output_stream(f"{base}/{rel}") as out:
+                layout.write_sorted(table, out, sort_by=order)
 
     def in_ledger(self, con: duckdb.DuckDBPyConnection, flush_seq: int) -> bool:
         row = con.execute(f"SELECT count(*) FROM {ALIAS}.{LEDGER} WHERE writer = ? AND flush = ?",
