@@ -93,7 +93,7 @@ def secret_from_env(env_name: Any, path: str, environ: Mapping[str, str]) -> Sec
         raise ConfigError(f"{path} must name an environment variable, got {env_name!r}")
     value = environ.get(env_name)
     if not value:
-        raise ConfigError(f"{path}: environment variable {env_name} is not set (it holds a secret for this feed)")
+        raise ConfigError(f"{path}: environment variable {env_name} is not set (it holds a secret: a key or a password)")
     return Secret(env=env_name, value=value)
 
 

@@ -130,6 +130,9 @@ class Pipeline:
             self.staged = Staged(flush_seq=self.flush_seq, pending=checkpoint["pending"])
             self._publish_recovered()
         self.store.remove_strays(self.flush_seq)
+        # A checkpoint older than what the store holds (moved away, restored from a backup): number
+        # new flushes after the store's, so none is taken for one committed before.
+        self.flush_seq = max(self.flush_seq, self.store.last_flush())
         self.committed = tuple(checkpoint.get("position", (0, 0)))
         self._restore(checkpoint)
         frames, frame, apply_frames = jr.Kind.FRAMES, jr.Kind.FRAME, self._apply_frames

@@ -3,12 +3,13 @@ protocol's ledger, secrets kept out of errors, maintenance under its lock."""
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 
 from lakehelp import lake_config_toml, lake_settings
-from pgserver import PASSWORD, PASSWORD_ENV, postgres  # noqa: F401 (the fixture)
+from pgserver import PASSWORD, postgres  # noqa: F401 (the fixture)
 
 import recorder
 from recorder import cli, config
@@ -192,3 +193,31 @@ def test_maintenance_merges_under_a_lock_one_process_at_a_time(recorded, tmp_pat
     assert "merges" in capsys.readouterr().out
     assert chance_files() < before
     assert_same_answers(plain_root, settings)
+
+
+def test_a_checkpoint_older_than_the_lake_never_reuses_a_flush_number(postgres, tmp_path):
+    """The checkpoint moved away (as its error message suggests for a damaged one): the writer
+    replays its whole journal and numbers its flushes after the ledger's, so nothing is taken
+    for an already committed flush and no registered file is deleted as a stray."""
+    settings = lake_settings(postgres, tmp_path / "lake")
+    records = mixed_records(600)
+    p = Pipeline(tmp_path / "x", tmp_path / "j", lambda f: ListDecoder(records), store=LakeStore(settings)).open()
+    for i in range(600):
+        p.ingest(jr.Entry(kind=jr.Kind.FRAME, ts_recv=T0 + i, seq=i + 1, feed="f", venue="v", conn_id="c", text=str(i)))
+        if i in (199, 399):
+            p.commit(p.cut())
+    p.journal.sync()
+    os.close(p._lock_fd)  # a crash: frames 401-600 only in the journal
+    p.store.close()
+    (tmp_path / "j" / "checkpoint.json").rename(tmp_path / "checkpoint.moved")
+    p2 = Pipeline(tmp_path / "x", tmp_path / "j", lambda f: ListDecoder(records), store=LakeStore(settings)).open()
+    assert p2.flush_seq == 2
+    p2.close()
+    with LakeStore(settings).open_dataset() as ds:
+        raw = ds.sql("SELECT seq, count(*) AS n FROM raw GROUP BY ALL").to_pylist()
+        flushes = ds.sql("SELECT flush FROM lake.recorder_ledger ORDER BY flush").column("flush").to_pylist()
+    assert flushes[:2] == [1, 2] and len(flushes) == len(set(flushes)) > 2  # the new ones numbered 3, 4...
+    # committed flushes (1-400) are there once each; the whole journal was replayed on top of them,
+    # so what it still held (it had dropped segments before the first commit) appears again:
+    # the checkpoint is what says where the journal's committed part ends, and it was moved away.
+    assert {r["seq"] for r in raw} == set(range(1, 601))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import random
 import signal
 import subprocess

@@ -3,6 +3,7 @@
     Store.checkpoint_files(flush, flush_seq) -> pending   files written and durable, invisible
     Store.publish(flush_seq, pending)                     make them visible (idempotent)
     Store.remove_strays(flush_seq)                        files of flushes that never committed
+    Store.last_flush()                                    the highest flush number it holds of this writer
     Store.open_dataset()                                  a reader: a DuckDB view per table
     Store.compact(...)                                    merge small files, drop old ones
 
@@ -31,6 +32,8 @@ class Store(Protocol):
     def publish(self, flush_seq: int, pending: list) -> None: ...
 
     def remove_strays(self, flush_seq: int) -> None: ...
+
+    def last_flush(self) -> int: ...
 
     def close(self) -> None: ...
 

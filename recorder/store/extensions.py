@@ -40,10 +40,13 @@ def extension_path(name: str) -> Path:
     return path
 
 
-def connect(names: tuple[str, ...], *, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with these extensions loaded from their wheels, and UTC as time zone."""
-    con = duckdb.connect(database, config={"autoinstall_known_extensions": False,
-                                           "autoload_known_extensions": False})
+def connect(names: tuple[str, ...], *, database: str = ":memory:", threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with these extensions loaded from their wheels, and UTC as time zone.
+    `threads`: DuckDB's worker threads (default: one per core)."""
+    config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    if threads is not None:
+        config["threads"] = threads
+    con = duckdb.connect(database, config=config)
     for name in names:
         con.load_extension(str(extension_path(name)))
     con.execute("SET TimeZone = 'UTC'")

@@ -31,7 +31,6 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
 
 import attrs
 import duckdb
@@ -62,12 +61,12 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def connect(settings: LakeSettings, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+def connect(settings: LakeSettings, *, read_only: bool, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the lake attached as `lake` (read-only for readers). The
     password goes in a temporary DuckDB secret, never in the attach string, so no error
     message or `duckdb_databases()` row shows it."""
     names = ("ducklake", "postgres_scanner") + (("httpfs",) if settings.on_s3 else ())
-    con = extensions.connect(names)
+    con = extensions.connect(names, threads=threads)
     try:
         if settings.password:
             con.execute(f"CREATE TEMPORARY SECRET (TYPE postgres, PASSWORD {_quote(settings.password)})")
@@ -149,7 +148,8 @@ class LakeStore:
 
     def _writer_con(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
-            con = connect(self.settings, read_only=False)
+            # one DuckDB thread: registering files needs no parallelism, and the event loop needs the cores
+            con = connect(self.settings, read_only=False, threads=1)
             try:
                 ensure_tables(con)
             except _TRANSIENT as exc:
@@ -238,18 +238,48 @@ class LakeStore:
             self._con = None
 
     def remove_strays(self, flush_seq: int) -> None:
-        """Delete this writer's files of flushes after `flush_seq`: written before a crash that
-        came before their checkpoint, so never registered (a registered flush is always in the
-        checkpoint first). Local data paths only; on object storage they stay as orphans."""
+        """Delete this writer's files of flushes after `flush_seq` that the ledger does not hold:
+        written before a crash that came before their checkpoint. (The ledger is asked too, in
+        case the checkpoint is older than the lake: a registered file is never deleted.) Local
+        data paths only, and only with the catalog reachable; on object storage they stay."""
         if self.settings.on_s3:
             return
         root = Path(self.settings.data_path) / "main"
-        for path in root.glob(f"*/*/*/{self.writer}-*.parquet"):
-            if int(path.name.split("-")[1]) > flush_seq:
-                log.warning("removing %s: written by a flush that never committed", path)
-                path.unlink()
+        candidates = [p for p in root.glob(f"*/*/*/{self.writer}-*.parquet") if int(p.name.split("-")[1]) > flush_seq]
         for path in root.glob(f"*/*/*/.{self.writer}-*"):
             path.unlink()
+        if not candidates:
+            return
+        try:
+            registered = self._registered_after(flush_seq)
+        except StoreUnavailable as exc:
+            log.warning("not removing unregistered files yet (%s)", exc)
+            return
+        for path in candidates:
+            if int(path.name.split("-")[1]) not in registered:
+                log.warning("removing %s: written by a flush that never committed", path)
+                path.unlink()
+
+    def _registered_after(self, flush_seq: int) -> set[int]:
+        try:
+            con = self._writer_con()
+            rows = con.execute(f"SELECT DISTINCT flush FROM {ALIAS}.{LEDGER} WHERE writer = ? AND flush > ?",
+                               [self.writer, flush_seq]).fetchall()
+        except _TRANSIENT as exc:
+            self._drop()
+            raise StoreUnavailable(self._message("cannot read the lake's ledger", exc)) from None
+        return {r[0] for r in rows}
+
+    def last_flush(self) -> int:
+        """This writer's highest flush in the ledger (0 if the catalog cannot be reached now)."""
+        try:
+            con = self._writer_con()
+            row = con.execute(f"SELECT max(flush) FROM {ALIAS}.{LEDGER} WHERE writer = ?", [self.writer]).fetchone()
+        except (StoreUnavailable, *_TRANSIENT) as exc:
+            self._drop()
+            log.warning("cannot read this writer's last flush from the lake's ledger (%s)", exc)
+            return 0
+        return row[0] or 0
 
     def close(self) -> None:
         self._drop()
