@@ -2,8 +2,9 @@
 
     entry ─► journal.append ─► apply: raw row, decoder rows, session rows ─► Buffers
     cut()    (event loop)   : take the buffers, the journal position and the decoders' state
-    commit() (worker thread): fsync the journal, write Parquet under temporary names, write the
-                              checkpoint (position, state, the renames to do), rename, fsync dirs
+    commit() (worker thread): fsync the journal, the store writes the files (invisible), write the
+                              checkpoint (position, state, what the store must publish), then the
+                              store publishes them (plain: renames; lake: one catalog commit)
 
 The checkpoint is the commit point. Recovery reads it, finishes its renames (roll forward),
 deletes temporary files of flushes that never committed, then replays the journal from the
@@ -358,10 +359,17 @@ class Pipeline:
 
     def close(self) -> None:
         """Commit what is left and release the journal (the daemon's last step)."""
+        from .store.errors import StoreUnavailable
+
         if self.journal is not None:
-            while (self.unfinished is not None or self.buffers.rows or self.journal.position != self.committed
-                   or self.staged is not None):
-                self.commit(self.next_job())
+            try:
+                while (self.unfinished is not None or self.buffers.rows or self.journal.position != self.committed
+                       or self.staged is not None):
+                    self.commit(self.next_job())
+            except StoreUnavailable as exc:
+                self.journal.sync()
+                log.error("%s: what was not committed is in the journal (fsynced) and is committed at the next"
+                          " start", exc)
             self.journal.close()
             self.journal = None
         self.store.close()

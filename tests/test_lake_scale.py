@@ -196,3 +196,36 @@ async def test_catalog_outage_mid_run_loses_nothing(postgres, tmp_path, caplog):
     assert all(s["n"] == 1 for s in sessions), sessions
     assert len(errors) == 1 and len(recovered) == 1, errors
     assert settings.password not in " ".join(r.getMessage() for r in caplog.records)
+
+
+def test_shutdown_with_the_catalog_down_commits_at_the_next_start(postgres, tmp_path, caplog):
+    """The recorder stops while PostgreSQL is down: close() says so once and returns (no traceback),
+    the journal keeps everything, and the next start commits it: every frame once."""
+    import json as jsonlib
+
+    from helpers import SyntheticDecoder, frame
+
+    from recorder.pipeline import Pipeline
+
+    settings = lake_settings(postgres, tmp_path / "lake")
+
+    def open_pipeline() -> Pipeline:
+        return Pipeline(tmp_path / "x", tmp_path / "j", lambda f: SyntheticDecoder(), store=LakeStore(settings)).open()
+
+    p = open_pipeline()
+    for i in range(1, 501):
+        p.ingest(frame(i))
+        if i == 200:
+            p.commit(p.cut())
+    postgres.stop()
+    try:
+        caplog.set_level(logging.ERROR)
+        p.close()
+    finally:
+        postgres.start()
+    assert any("committed at the next start" in r.getMessage() for r in caplog.records)
+    assert jsonlib.loads((tmp_path / "j" / "checkpoint.json").read_text())["flush_seq"] >= 1
+    open_pipeline().close()
+    with LakeStore(settings).open_dataset() as ds:
+        rows = ds.sql("SELECT seq, count(*) AS n FROM raw GROUP BY ALL").to_pylist()
+    assert sorted(r["seq"] for r in rows) == list(range(1, 501)) and all(r["n"] == 1 for r in rows)
