@@ -128,9 +128,6 @@ def open_dataset(root: str | Path | None = None, *, config: str | Path | None = 
         return Dataset.open(root)
     from . import config as cfgmod
 
-    storage = cfgmod.load(config).storage
-    if storage.lake is None:
-        return Dataset.open(storage.root)
-    from .store.lake import LakeStore
+    from .store import open_store
 
-    return LakeStore(storage.lake).open_dataset()
+    return open_store(cfgmod.load(config).storage).open_dataset()

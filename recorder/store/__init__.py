@@ -5,7 +5,9 @@
     Store.remove_strays(flush_seq)                        files of flushes that never committed
     Store.last_flush()                                    the highest flush number it holds of this writer
     Store.open_dataset()                                  a reader: a DuckDB view per table
-    Store.compact(...)                                    merge small files, drop old ones
+
+Compaction differs enough to stay beside each: compact.py (plain: partition directory swaps) and
+maintenance.py (lake: DuckLake's merge, expiry and cleanup under an advisory lock).
 
 The pipeline writes `pending` (plain JSON) into its journal checkpoint between the first two
 steps; recovery calls `publish` again with it, so each implementation makes `publish` safe to
@@ -34,6 +36,8 @@ class Store(Protocol):
     def remove_strays(self, flush_seq: int) -> None: ...
 
     def last_flush(self) -> int: ...
+
+    def open_dataset(self): ...
 
     def close(self) -> None: ...
 

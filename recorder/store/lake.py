@@ -295,13 +295,6 @@ class LakeStore:
         ds.refresh()
         return ds
 
-    # --- maintenance ---------------------------------------------------------------------------
-
-    def compact(self, *, progress=None) -> "Maintenance | None":
-        from .maintenance import maintain
-
-        return maintain(self.settings, progress=progress)
-
 
 def lake_views(con: duckdb.DuckDBPyConnection) -> None:
     """A view per table over the lake's tables (an empty view for a table not yet created)."""

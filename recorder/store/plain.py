@@ -52,6 +52,12 @@ class PlainStore:
             log.warning("removing %s: written by a flush that never committed", stray)
             stray.unlink()
 
+    def open_dataset(self):
+        """A Dataset whose views glob the tree."""
+        from ..dataset import Dataset
+
+        return Dataset.open(self.root)
+
     def last_flush(self) -> int:
         """Flush numbers only name files here; the checkpoint's are the ones that count."""
         return 0
