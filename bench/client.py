@@ -63,7 +63,8 @@ async def recorder(url: str, transport: str, mix: str, frames: int, root: Path, 
     /metrics that often throughout the run."""
     http = {"http": {"listen": "127.0.0.1:0"}} if scrape_every else {}
     cfg = cfgmod.parse({"storage": {"root": str(root), **storage}, "recorder": {"summary_interval_seconds": 3600},
-                        "feeds": [feed_for(mix, url, transport)], **http}, environ={})
+                        "feeds": [feed_for(mix, url, transport)], **http},
+                       environ=os.environ)  # a lake's password_env
     stop = trio.Event()
     out: dict = {}
     durable_lat, visible_lat = [], []

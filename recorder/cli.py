@@ -39,6 +39,13 @@ def _data_root(args) -> Path:
     return cfgmod.load(args.config).storage.root
 
 
+def _open_dataset(args):
+    """The dataset to read: --data DIR (a plain dataset), else the config's storage (plain or lake)."""
+    from .dataset import open_dataset
+
+    return open_dataset(Path(args.data)) if args.data else open_dataset(config=args.config)
+
+
 def _setup_logging(level: str = "info", fmt: str = "text") -> None:
     from .logfmt import setup
 
@@ -122,12 +129,10 @@ def cmd_replay(args) -> int:
 
 
 def cmd_query(args) -> int:
-    from .dataset import Dataset
-
     if args.name is None:
         return cmd_queries(args)
     q = queries.get(args.name)  # unknown name: error before opening anything
-    with Dataset.open(_data_root(args)) as ds:
+    with _open_dataset(args) as ds:
         print(render(ds.query(q.name, **_params(args.param)), args.format))
     return 0
 
@@ -136,12 +141,11 @@ def cmd_chart(args) -> int:
     import time
 
     from .charts import chart_data, check_output, render
-    from .dataset import Dataset
 
     out = Path(args.output)
     check_output(out)  # a bad suffix fails before any query runs
     started = time.perf_counter()
-    with Dataset.open(_data_root(args)) as ds:
+    with _open_dataset(args) as ds:  # a plain dataset or a lake, like query and sql
         data = chart_data(ds, args.market, venue=args.venue, start=args.start, end=args.end, interval=args.interval)
     render(data, out)
     print(f"{out}: {data.title}; {len(data.gaps)} gaps; {out.stat().st_size:,} bytes in "
@@ -177,6 +181,8 @@ def cmd_compact(args) -> int:
         print(f"{r.partition}: {r.files_before} files -> {r.files_after}, {r.rows} rows, "
               f"{r.bytes_before / 1e6:.1f} MB -> {r.bytes_after / 1e6:.1f} MB in {r.seconds:.1f} s", flush=True)
 
+    if not args.data and cfgmod.load(args.config).storage.lake is not None:
+        return compact_lake(cfgmod.load(args.config).storage.lake)
     results = compact(_data_root(args), tables=tables, before=before, progress=progress)
     print(f"compacted {len(results)} partitions")
     return 0
@@ -206,10 +212,25 @@ class _NoSecretsNeeded(dict):
         return super().get(key) or "unset-not-needed-to-decode"
 
 
-def cmd_sql(args) -> int:
-    from .dataset import Dataset
+def compact_lake(settings) -> int:
+    """`recorder compact` on a lake: DuckLake's merge, expiry and cleanup (store/maintenance.py)."""
+    from .store.errors import StoreUnavailable
+    from .store.maintenance import maintain
 
-    with Dataset.open(_data_root(args)) as ds:
+    try:
+        r = maintain(settings)
+    except StoreUnavailable as exc:
+        raise RecorderError(f"{exc}; nothing was changed, run it again later") from None
+    if r.skipped:
+        print("another process is maintaining the lake (it holds the maintenance lock); nothing done")
+        return 0
+    print(f"lake: {r.merged} merges, {r.expired} snapshots expired, {r.deleted} old files deleted"
+          f" in {r.seconds:.1f} s")
+    return 0
+
+
+def cmd_sql(args) -> int:
+    with _open_dataset(args) as ds:
         print(render(ds.sql(args.text), args.format))
     return 0
 

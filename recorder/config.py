@@ -18,6 +18,7 @@ import attrs
 
 from .errors import ConfigError
 from .storage import FlushPolicy
+from .store.settings import LakeSettings
 
 VENUES = ("outpoll", "intots", "predictfun")
 TRANSPORTS = ("websockets", "trio-websocket")
@@ -92,7 +93,7 @@ def secret_from_env(env_name: Any, path: str, environ: Mapping[str, str]) -> Sec
         raise ConfigError(f"{path} must name an environment variable, got {env_name!r}")
     value = environ.get(env_name)
     if not value:
-        raise ConfigError(f"{path}: environment variable {env_name} is not set (it holds a secret for this feed)")
+        raise ConfigError(f"{path}: environment variable {env_name} is not set (it holds a secret: a key or a password)")
     return Secret(env=env_name, value=value)
 
 
@@ -119,6 +120,7 @@ class StorageConfig:
     segment_bytes: int
     compact: bool = False  # the daemon compacts closed (before today, UTC) partitions itself
     compact_interval: float = 3600.0
+    lake: LakeSettings | None = None  # set: a DuckLake lake instead of the plain dataset under root
 
 
 @attrs.frozen(kw_only=True)
@@ -152,6 +154,10 @@ _STORAGE = {
     "segment_mb": Opt(type=(int, float), default=64),
     "compact": Opt(type=bool, default=False),
     "compact_interval_minutes": Opt(type=(int, float), default=60),
+    "catalog": Opt(type=str),
+    "password_env": Opt(type=str),
+    "data_path": Opt(type=str),
+    "lake_grace_minutes": Opt(type=(int, float), default=60),
 }
 _RECORDER = {
     "summary_interval_seconds": Opt(type=(int, float), default=60.0),
@@ -205,7 +211,8 @@ def parse(raw: dict, *, base: Path = Path("."), environ: Mapping[str, str] = os.
     storage = StorageConfig(root=root, journal=journal, policy=policy,
                             segment_bytes=int(positive(st["segment_mb"], "storage.segment_mb") * 1024 * 1024),
                             compact=st["compact"],
-                            compact_interval=positive(st["compact_interval_minutes"], "storage.compact_interval_minutes") * 60)
+                            compact_interval=positive(st["compact_interval_minutes"], "storage.compact_interval_minutes") * 60,
+                            lake=parse_lake(st, base, environ))
     rec = check_table(top["recorder"], _RECORDER, "recorder")
     if rec["log_level"].lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"recorder.log_level must be debug, info, warning or error, got {rec['log_level']!r}")
@@ -249,6 +256,32 @@ def parse_http(table: Any) -> HttpConfig:
     return HttpConfig(host=host, port=port, max_connections=h["max_connections"],
                       request_timeout=float(positive(h["request_timeout_seconds"], "http.request_timeout_seconds")),
                       storage_deadline=float(positive(h["storage_deadline_seconds"], "http.storage_deadline_seconds")))
+
+
+def parse_lake(st: dict, base: Path, environ: Mapping[str, str]) -> LakeSettings | None:
+    """[storage] catalog / password_env / data_path: a DuckLake lake, or None (the plain dataset)."""
+    catalog = st["catalog"]
+    if catalog is None:
+        for key in ("password_env", "data_path"):
+            if st[key] is not None:
+                raise ConfigError(f"storage.{key} is only for a lake: set storage.catalog too, or remove it")
+        return None
+    if not catalog.startswith("ducklake:postgres:"):
+        raise ConfigError(f"storage.catalog must look like 'ducklake:postgres:host=... dbname=...', got {catalog!r}")
+    if re.search(r"(^|\s)password\s*=", catalog, re.IGNORECASE):
+        raise ConfigError("storage.catalog must not hold the password: put it in an environment variable and"
+                          " name that variable in storage.password_env")
+    data_path = st["data_path"]
+    if not data_path:
+        raise ConfigError("storage.data_path is required with storage.catalog (a directory shared by the"
+                          " recorders, or s3://bucket/prefix/)")
+    if not data_path.startswith("s3://"):
+        data_path = str((base / data_path).resolve())
+    password = None
+    if st["password_env"] is not None:
+        password = secret_from_env(st["password_env"], "storage.password_env", environ).value
+    return LakeSettings(catalog=catalog, data_path=data_path, password_env=st["password_env"], password=password,
+                        grace_seconds=positive(st["lake_grace_minutes"], "storage.lake_grace_minutes") * 60)
 
 
 def parse_feed(entry: Any, path: str, environ: Mapping[str, str]) -> FeedConfig:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import duckdb
 import pyarrow as pa
@@ -25,15 +25,20 @@ _DUCK_TYPES = {"string": "VARCHAR", "int32": "INTEGER", "int64": "BIGINT", "floa
                "timestamp": "TIMESTAMPTZ", "levels": "STRUCT(price DOUBLE, size DOUBLE)[]"}
 
 
+def empty_view_sql(table: str) -> str:
+    """A view with the table's columns and no rows (a table nothing has been written to yet)."""
+    sch = schema.load(table)
+    cols = ", ".join(
+        f"CAST(NULL AS {schema.PARTITION_TYPES.get(c.name) or _DUCK_TYPES[c.type_name]}) AS {c.name}"
+        for c in sch.columns
+    ) + ", CAST(NULL AS DATE) AS date"
+    return f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} WHERE false"
+
+
 def view_sql(root: Path, table: str) -> str:
     """The CREATE VIEW statement for one table (usable from plain DuckDB too)."""
-    sch = schema.load(table)
     if not layout.data_files(root, table):
-        cols = ", ".join(
-            f"CAST(NULL AS {schema.PARTITION_TYPES.get(c.name) or _DUCK_TYPES[c.type_name]}) AS {c.name}"
-            for c in sch.columns
-        ) + ", CAST(NULL AS DATE) AS date"
-        return f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} WHERE false"
+        return empty_view_sql(table)
     glob = layout.table_glob(root, table).replace("'", "''")
     hive = ", ".join(f"'{k}': {v}" for k, v in schema.PARTITION_TYPES.items())
     return (f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "
@@ -43,9 +48,11 @@ def view_sql(root: Path, table: str) -> str:
 class Dataset:
     """A DuckDB connection with a view per table over one dataset root."""
 
-    def __init__(self, root: Path, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, root: Path, con: duckdb.DuckDBPyConnection,
+                 views: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> None:
         self.root = root
         self.con = con
+        self._views = views  # makes the views (a lake's store gives its own; default: the Hive tree)
 
     @classmethod
     def open(cls, root: str | Path, *, require_data: bool = True) -> "Dataset":
@@ -63,6 +70,9 @@ class Dataset:
 
     def refresh(self) -> None:
         """Re-create the views (new tables may have appeared since opening)."""
+        if self._views is not None:
+            self._views(self.con)
+            return
         for table in schema.TABLES:
             self.con.execute(view_sql(self.root, table))
 
@@ -109,5 +119,15 @@ def _to_text(value: Any) -> str:
     return str(value)
 
 
-def open_dataset(root: str | Path) -> Dataset:
-    return Dataset.open(root)
+def open_dataset(root: str | Path | None = None, *, config: str | Path | None = None) -> Dataset:
+    """A plain dataset's root directory, or a config.toml whose [storage] is a plain dataset or a
+    DuckLake lake (attached read-only): the same views and named queries either way."""
+    if (root is None) == (config is None):
+        raise DatasetError("open_dataset takes a dataset root or config=<config.toml>, one of the two")
+    if root is not None:
+        return Dataset.open(root)
+    from . import config as cfgmod
+
+    from .store import open_store
+
+    return open_store(cfgmod.load(config).storage).open_dataset()

@@ -74,18 +74,23 @@ def write_tmp(table: pa.Table, final: Path, *, sort_by: list[tuple[str, str]] | 
     of everything plus the whole file's pages."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path(final)
-    order = pc.sort_indices(table, sort_keys=sort_by) if sort_by else None
     with open(tmp, "wb") as f:
-        with pq.ParquetWriter(f, table.schema, **writer_options(table.schema)) as writer:
-            for start in range(0, max(table.num_rows, 1), WRITE_CHUNK_ROWS):
-                if order is None:
-                    chunk = table.slice(start, WRITE_CHUNK_ROWS)
-                else:
-                    chunk = table.take(order.slice(start, WRITE_CHUNK_ROWS))
-                writer.write_table(chunk, row_group_size=WRITE_CHUNK_ROWS)
+        write_sorted(table, f, sort_by=sort_by)
         f.flush()
         os.fsync(f.fileno())
     return tmp
+
+
+def write_sorted(table: pa.Table, sink, *, sort_by: list[tuple[str, str]] | None = None) -> None:
+    """`table` as zstd Parquet into an open binary file or stream (see write_tmp)."""
+    order = pc.sort_indices(table, sort_keys=sort_by) if sort_by else None
+    with pq.ParquetWriter(sink, table.schema, **writer_options(table.schema)) as writer:
+        for start in range(0, max(table.num_rows, 1), WRITE_CHUNK_ROWS):
+            if order is None:
+                chunk = table.slice(start, WRITE_CHUNK_ROWS)
+            else:
+                chunk = table.take(order.slice(start, WRITE_CHUNK_ROWS))
+            writer.write_table(chunk, row_group_size=WRITE_CHUNK_ROWS)
 
 
 def publish(tmp: Path, final: Path) -> None:

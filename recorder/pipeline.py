@@ -2,8 +2,9 @@
 
     entry ─► journal.append ─► apply: raw row, decoder rows, session rows ─► Buffers
     cut()    (event loop)   : take the buffers, the journal position and the decoders' state
-    commit() (worker thread): fsync the journal, write Parquet under temporary names, write the
-                              checkpoint (position, state, the renames to do), rename, fsync dirs
+    commit() (worker thread): fsync the journal, the store writes the files (invisible), write the
+                              checkpoint (position, state, what the store must publish), then the
+                              store publishes them (plain: renames; lake: one catalog commit)
 
 The checkpoint is the commit point. Recovery reads it, finishes its renames (roll forward),
 deletes temporary files of flushes that never committed, then replays the journal from the
@@ -27,15 +28,15 @@ import attrs
 import orjson
 
 from . import journal as jr
-from . import layout
-from .compact import writers_lock
 from .errors import DecodeError, JournalError
-from .fsutil import fsync_dir, write_atomic
+from .fsutil import write_atomic
 from .records import Reject, Session
 from .storagestats import StorageStats, rows_by_feed
+from .store import Store, crashpoints
+from .store.plain import PlainStore
 from .timeutil import US_PER_DAY
 from .venues.base import Decoder, FrameMeta, RawOnlyDecoder
-from .writer import Buffers, Flush, write_files
+from .writer import Buffers, Flush
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,14 @@ class Job:
     state: str  # JSON: decoder states and open sessions at `position`
 
 
+@attrs.frozen(kw_only=True)
+class Staged:
+    """A flush whose files are durable and named in the checkpoint, not yet published."""
+
+    flush_seq: int
+    pending: list  # the store's description of the files (JSON)
+
+
 @attrs.define
 class FeedStats:
     frames: int = 0
@@ -88,8 +97,9 @@ class Pipeline:
     only `commit()` runs in a worker thread, on a Job cut beforehand."""
 
     def __init__(self, root: Path, journal_dir: Path, decoder_factory: DecoderFactory, *, batch_rows: int = 8192,
-                 segment_bytes: int = 64 * 1024 * 1024) -> None:
+                 segment_bytes: int = 64 * 1024 * 1024, store: Store | None = None) -> None:
         self.root = Path(root)
+        self.store = store if store is not None else PlainStore(self.root)
         self.journal_dir = Path(journal_dir)
         self._factory = decoder_factory
         self._segment_bytes = segment_bytes
@@ -103,6 +113,7 @@ class Pipeline:
         self.replayed = 0
         self.journal: jr.Journal | None = None
         self.unfinished: Job | None = None  # cut but not yet committed (a commit failed, or is running)
+        self.staged: Staged | None = None  # in the checkpoint, not yet published (a publish failed)
         self.gate = None  # storage.FlushGate, set by the storage tasks: feeds wait at it when far behind
         self.storage_stats = StorageStats()  # for the daemon's window (/metrics, /status)
         self._lock_fd: int | None = None
@@ -112,16 +123,19 @@ class Pipeline:
 
     def open(self) -> "Pipeline":
         """Lock the journal, recover from the last checkpoint, and start a new journal segment."""
-        self.root.mkdir(parents=True, exist_ok=True)
         self.journal_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         self.instance = self._instance_id()
+        self.store.bind_writer(self.journal_dir, self.instance)
         checkpoint = self._read_checkpoint()
-        self._roll_forward(checkpoint.get("pending", []))
-        for stray in layout.stray_tmp_files(self.root, self.instance):
-            log.warning("removing %s: written by a flush that never committed", stray)
-            stray.unlink()
         self.flush_seq = checkpoint.get("flush_seq", 0)
+        if checkpoint.get("pending"):
+            self.staged = Staged(flush_seq=self.flush_seq, pending=checkpoint["pending"])
+            self._publish_recovered()
+        self.store.remove_strays(self.flush_seq)
+        # A checkpoint older than what the store holds (moved away, restored from a backup): number
+        # new flushes after the store's, so none is taken for one committed before.
+        self.flush_seq = max(self.flush_seq, self.store.last_flush())
         self.committed = tuple(checkpoint.get("position", (0, 0)))
         self._restore(checkpoint)
         frames, frame, apply_frames = jr.Kind.FRAMES, jr.Kind.FRAME, self._apply_frames
@@ -176,16 +190,17 @@ class Pipeline:
             raise JournalError(f"checkpoint {path} is unreadable ({exc}); it is written atomically, so this"
                                " means outside damage: move it away to replay the whole journal") from None
 
-    def _roll_forward(self, pending: list) -> None:
-        if not pending:
-            return
-        dirs = set()
-        with writers_lock(self.root, exclusive=False):  # never while compaction swaps a partition
-            for tmp, final in pending:
-                layout.publish(self.root / tmp, self.root / final)
-                dirs.add((self.root / final).parent)
-            for d in dirs:
-                fsync_dir(d)
+    def _publish_recovered(self) -> None:
+        """Publish the flush the checkpoint names (roll forward). A store that may be unreachable
+        for a while (a lake's catalog) raises StoreUnavailable: the flush stays staged and the
+        storage task publishes it before the next one, retrying; recording starts meanwhile."""
+        from .store.errors import StoreUnavailable
+
+        try:
+            self._publish_staged()
+        except StoreUnavailable as exc:
+            log.warning("flush %d is staged but not yet published (%s); retrying from the storage task",
+                        self.staged.flush_seq, exc)
 
     def _restore(self, checkpoint: dict) -> None:
         state = checkpoint.get("state") or {}
@@ -312,37 +327,55 @@ class Pipeline:
         return self.unfinished
 
     def commit(self, job: Job) -> None:
-        """Make a Job durable and visible (worker thread). Safe to call again after it failed."""
-        self._publish(job, self.checkpoint(job))
+        """Make a Job durable and visible (worker thread). Safe to call again after it failed:
+        a job whose checkpoint is written is only published again, never written again."""
+        if self.staged is not None and self.staged.flush_seq != job.flush_seq:
+            self._publish_staged()  # recovered from the checkpoint: it goes first
+        if self.staged is None:
+            self.checkpoint(job)
+        self._publish_staged()
         self.storage_stats.add_written(rows_by_feed(job.flush.partitions))
-
-    def checkpoint(self, job: Job) -> list:
-        """Step 1 of a commit: fsync the journal, write the files under temporary names, then the
-        checkpoint naming them (the commit point). Returns the renames still to do."""
-        self.journal.sync()
-        pairs = write_files(job.flush, self.root, instance=self.instance, flush_seq=job.flush_seq)
-        rel = [[str(t.relative_to(self.root)), str(f.relative_to(self.root))] for t, f in pairs]
-        head = {"version": 1, "instance": self.instance, "flush_seq": job.flush_seq, "rows": job.flush.rows,
-                "position": list(job.position), "pending": rel}
-        checkpoint = json.dumps(head)[:-1] + ', "state": ' + job.state + "}"
-        write_atomic(self.journal_dir / CHECKPOINT, checkpoint.encode())
-        return rel
-
-    def _publish(self, job: Job, rel: list) -> None:
-        """Step 2: rename the files into place (recovery redoes this from the checkpoint)."""
-        self._roll_forward(rel)
         self.committed = job.position
         if self.unfinished is job:
             self.unfinished = None
         self.journal.remove_before(job.position)
 
+    def checkpoint(self, job: Job) -> list:
+        """Step 1 of a commit: fsync the journal, have the store write the files (durable, not
+        yet visible), then the checkpoint naming them (the local commit point). Returns what the
+        store still has to publish."""
+        self.journal.sync()
+        pending = self.store.checkpoint_files(job.flush, job.flush_seq)
+        crashpoints.reach("files_written")
+        head = {"version": 1, "instance": self.instance, "flush_seq": job.flush_seq, "rows": job.flush.rows,
+                "position": list(job.position), "pending": pending}
+        checkpoint = json.dumps(head)[:-1] + ', "state": ' + job.state + "}"
+        write_atomic(self.journal_dir / CHECKPOINT, checkpoint.encode())
+        self.staged = Staged(flush_seq=job.flush_seq, pending=pending)
+        crashpoints.reach("checkpointed")
+        return pending
+
+    def _publish_staged(self) -> None:
+        """Step 2: the store makes the staged files visible (recovery redoes this from the checkpoint)."""
+        self.store.publish(self.staged.flush_seq, self.staged.pending)
+        self.staged = None
+
     def close(self) -> None:
         """Commit what is left and release the journal (the daemon's last step)."""
+        from .store.errors import StoreUnavailable
+
         if self.journal is not None:
-            while self.unfinished is not None or self.buffers.rows or self.journal.position != self.committed:
-                self.commit(self.next_job())
+            try:
+                while (self.unfinished is not None or self.buffers.rows or self.journal.position != self.committed
+                       or self.staged is not None):
+                    self.commit(self.next_job())
+            except StoreUnavailable as exc:
+                self.journal.sync()
+                log.error("%s: what was not committed is in the journal (fsynced) and is committed at the next"
+                          " start", exc)
             self.journal.close()
             self.journal = None
+        self.store.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

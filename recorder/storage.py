@@ -126,7 +126,8 @@ async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) 
             if not wanted and pipeline.buffers.rows < policy.max_rows and now < next_due:
                 continue
             next_due = now + policy.max_age
-            if pipeline.buffers.rows == 0 and pipeline.journal.position == pipeline.committed:
+            if (pipeline.buffers.rows == 0 and pipeline.journal.position == pipeline.committed
+                    and pipeline.staged is None):
                 continue
         job = pipeline.next_job()
         gate.cut_made()

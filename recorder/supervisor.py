@@ -94,8 +94,10 @@ def make_pipeline(config: Config) -> Pipeline:
         f = feeds.get(name)
         return registry.module(f.venue).make_decoder(f.spec) if f else None
 
+    from .store import open_store
+
     return Pipeline(config.storage.root, config.storage.journal, decoder_for,
-                    segment_bytes=config.storage.segment_bytes)
+                    segment_bytes=config.storage.segment_bytes, store=open_store(config.storage))
 
 
 async def run_summary(pipeline: Pipeline, feeds: list[Feed], interval: float) -> None:
@@ -122,6 +124,9 @@ async def run_compaction(config: Config) -> None:
 
     while True:
         await trio.sleep(config.storage.compact_interval)
+        if config.storage.lake is not None:
+            await run_lake_maintenance(config)
+            continue
         today = dt.datetime.now(dt.timezone.utc).date()
         try:
             results = await trio.to_thread.run_sync(lambda: compact(config.storage.root, before=today))
@@ -131,6 +136,21 @@ async def run_compaction(config: Config) -> None:
         if results:
             log.info("compacted %d partitions (%d files into %d)", len(results),
                      sum(r.files_before for r in results), sum(r.files_after for r in results))
+
+
+async def run_lake_maintenance(config: Config) -> None:
+    """One lake maintenance run (merge, expiry, cleanup) in a worker thread; a catalog outage is logged."""
+    from .store.errors import StoreUnavailable
+    from .store.maintenance import maintain
+
+    try:
+        result = await trio.to_thread.run_sync(maintain, config.storage.lake)
+    except StoreUnavailable as exc:
+        log.error("lake maintenance failed: %s; retrying next interval", exc)
+        return
+    if not result.skipped:
+        log.info("lake maintenance: %d files merged, %d snapshots expired, %d old files deleted",
+                 result.merged, result.expired, result.deleted)
 
 
 async def run_recorder(config: Config, *, stop: trio.Event | None = None, listeners: list | None = None,

@@ -2,13 +2,16 @@
 pipeline and storage tasks (group commit, small flushes), in runs as socket reads deliver them,
 and prints the highest frame id known fsynced after every journal sync. The test kills it with SIGKILL at random moments.
 
-    python crash_writer.py ROOT RUN_NUMBER [--frames N]
+    python crash_writer.py ROOT RUN_NUMBER [--frames N] [--catalog C --data-path D [--password-env V]]
+
+With --catalog the writer records into a DuckLake lake (store/lake.py) instead of ROOT/data.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import sys
 from pathlib import Path
@@ -25,12 +28,26 @@ from recorder.storage import FlushPolicy, run_storage  # noqa: E402
 BASE_TS = 1_760_000_000_000_000
 
 
-async def main(root: Path, run: int, frames: int) -> None:
-    pipeline = Pipeline(root / "data", root / "journal", lambda feed: SyntheticDecoder(), segment_bytes=256 * 1024)
+def make_store(a):
+    if not a.catalog:
+        return None
+    import os
+
+    from recorder.store.lake import LakeStore
+    from recorder.store.settings import LakeSettings
+
+    return LakeStore(LakeSettings(catalog=a.catalog, data_path=a.data_path, password_env=a.password_env,
+                                  password=os.environ.get(a.password_env) if a.password_env else None))
+
+
+async def main(root: Path, run: int, frames: int, store=None, conn_prefix: str = "run", pause: float = 0.0,
+               max_age: float = 0.15) -> None:
+    pipeline = Pipeline(root / "data", root / "journal", lambda feed: SyntheticDecoder(), segment_bytes=256 * 1024,
+                        store=store)
     pipeline.open()
     print(f"ready replayed={pipeline.replayed}", flush=True)
-    policy = FlushPolicy(max_rows=3000, max_age=0.15, commit_interval=0.02, retry_interval=0.05)
-    conn = f"run{run}"
+    policy = FlushPolicy(max_rows=3000, max_age=max_age, commit_interval=0.02, retry_interval=0.05)
+    conn = f"{conn_prefix}{run}"
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_storage, pipeline, policy)
         if frames == 0:  # recovery only: commit what was replayed and exit cleanly
@@ -53,6 +70,8 @@ async def main(root: Path, run: int, frames: int) -> None:
                 else:
                     pipeline.ingest_frames("f1", "synthetic", conn, i, BASE_TS + i, texts)
                 i += n
+                if pause:
+                    await trio.sleep(pause)
                 if i - 1 - last_durable >= 200:
                     target = i - 1
                     await trio.to_thread.run_sync(pipeline.journal.sync)
@@ -68,5 +87,12 @@ if __name__ == "__main__":
     ap.add_argument("root", type=Path)
     ap.add_argument("run", type=int)
     ap.add_argument("--frames", type=int, default=2_000_000)
+    ap.add_argument("--catalog")
+    ap.add_argument("--data-path")
+    ap.add_argument("--password-env")
+    ap.add_argument("--conn-prefix", default="run")
+    ap.add_argument("--pause", type=float, default=0.0, help="seconds between runs of frames (default: none)")
+    ap.add_argument("--max-age", type=float, default=0.15, help="seconds between flushes")
     a = ap.parse_args()
-    trio.run(main, a.root, a.run, a.frames)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    trio.run(main, a.root, a.run, a.frames, make_store(a), a.conn_prefix, a.pause, a.max_age)
