@@ -94,6 +94,7 @@ class LiveHub:
         cfgs = sources.config.feeds
         self.venues = {f.name: f.venue for f in cfgs}
         self.carried: dict[str, dict[str, None]] = {f.name: dict.fromkeys(feed_markets(f)) for f in cfgs}
+        self.carriers: dict[str, set[str]] = {}  # market -> feeds found carrying it (learn_carriers)
         self.open_gaps: dict[str, int] = {}  # feed -> start (µs) while it is down
         self.recent: collections.deque = collections.deque(maxlen=20_000)  # (mono, market, venue, event)
         self.chance = Tap(sources.pipeline.buffers, "chance")
@@ -101,6 +102,17 @@ class LiveHub:
         self._feeds_at = 0.0
 
     # --- what is known -------------------------------------------------------------------------
+
+    def learn_carriers(self, market: str, feeds: Iterable[str]) -> None:
+        """Feeds found carrying `market` in its recorded rows (a trades stream of every market, say)."""
+        for feed in feeds:
+            if feed in self.venues:
+                self.carriers.setdefault(market, set()).add(feed)
+
+    def markets_of(self, feed: str) -> list[str]:
+        """The markets whose charts a gap of `feed` belongs on."""
+        return [*self.carried.get(feed, {}), *(m for m, fs in self.carriers.items()
+                                               if feed in fs and m not in self.carried.get(feed, {}))]
 
     def markets(self, venue: str | None = None) -> set[str]:
         return {m for f, ms in self.carried.items() if venue is None or self.venues[f] == venue for m in ms}
@@ -128,7 +140,7 @@ class LiveHub:
         horizon = trio.current_time() - self.replay
         backlog = [e for t, m, v, e in self.recent if t >= horizon and client.wants(m, v)]
         backlog += [sse_event("gap", {"feed": f, "start": s, "end": None}) for f, s in self.open_gaps.items()
-                    if market in self.carried.get(f, {}) and client.wants(market, self.venues[f])]
+                    if market in self.markets_of(f) and client.wants(market, self.venues[f])]
         for event in backlog[-self.queue // 2:]:
             send.send_nowait(event)
         return client, receive
@@ -215,7 +227,7 @@ class LiveHub:
         self.stats.gaps += 1
         event = sse_event("gap", {"feed": feed, "start": start, "end": end})
         venue = self.venues.get(feed)
-        for market in self.carried.get(feed, {}):
+        for market in self.markets_of(feed):
             self.publish(market, venue, event)
 
     # --- /api/chart ----------------------------------------------------------------------------
@@ -307,8 +319,9 @@ def live_routes(hub: LiveHub) -> dict[str, Handler]:
         now_us = time.time_ns() // 1000
         build = hub.peek_pending(now_us)
         now = dt.datetime.fromtimestamp(now_us / 1e6, dt.timezone.utc)
-        status, body = await trio.to_thread.run_sync(partial(chart_answer, root, build, params, now),
-                                                     limiter=hub.charts)
+        status, body, carriers = await trio.to_thread.run_sync(partial(chart_answer, root, build, params, now),
+                                                               limiter=hub.charts)
+        hub.learn_carriers(params["market"], carriers)
         return _json(status, body)
 
     async def get_stream(request: Request) -> Response:
@@ -324,13 +337,28 @@ def live_routes(hub: LiveHub) -> dict[str, Handler]:
     return {"/": get_page, API_FEEDS: get_feeds, API_CHART: get_chart, API_STREAM: get_stream}
 
 
+_CARRIERS = """
+SELECT DISTINCT feed FROM (
+    SELECT feed, venue, ts_recv FROM chance WHERE market = $market UNION ALL
+    SELECT feed, venue, ts_recv FROM trades WHERE market = $market UNION ALL
+    SELECT feed, venue, ts_recv FROM book WHERE market = $market)
+WHERE ($venue IS NULL OR venue = $venue) AND ts_recv >= make_timestamp($start)
+"""
+
+
 def chart_answer(root, build: Callable[[], dict[str, pa.Table]], params: dict[str, str],
-                 now: dt.datetime) -> tuple[int, dict[str, Any]]:
-    """Worker thread: the chart over Parquet plus the pending rows."""
+                 now: dt.datetime) -> tuple[int, dict[str, Any], list[str]]:
+    """Worker thread: the chart over Parquet plus the pending rows, and the feeds that carried
+    the market in its range (their gaps are the market's gaps, as the `gaps` query has it)."""
     from ..charts.pending import PendingDataset
 
     with PendingDataset.open_with(root, build()) as ds:
-        return api_chart(ds, params, now=now)
+        status, body = api_chart(ds, params, now=now)
+        if status != 200:
+            return status, body, []
+        feeds = ds.sql(_CARRIERS, {"market": params["market"], "venue": params.get("venue") or None,
+                                   "start": body["start"]}).column("feed").to_pylist()
+        return status, body, feeds
 
 
 async def event_stream(hub: LiveHub, client: Client, receive: trio.MemoryReceiveChannel):
