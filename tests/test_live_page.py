@@ -87,12 +87,18 @@ def test_pending_refuses_an_unknown_table(flushed):
 
 
 def test_api_chart_answers_the_contract(flushed):
-    """/api/chart: the last hour by default, ChartData's JSON; a bad request is 400 with one line."""
-    now = dt.datetime.fromtimestamp((T0 + 300 * MS) / 1e6, dt.timezone.utc)
+    """/api/chart: from the market's first row in the last 10 minutes (else 10 minutes back) to now,
+    ChartData's JSON; a bad request is 400 with one line."""
+    now = dt.datetime.fromtimestamp((T0 + 5 * 10**6) / 1e6, dt.timezone.utc)
     with Dataset.open(flushed) as ds:
         status, body = api_chart(ds, {"market": "m1"}, now=now)
-        assert status == 200 and body["start"] == T0 + 300 * MS - 3600 * 10**6 and body["end"] == T0 + 300 * MS
-        assert body["interval"] == 10 * 10**6 and body["series"][0]["values"] == [0.0]  # frame 100's 100 % 100
+        assert status == 200 and body["start"] == T0 + 1 * MS and body["end"] == T0 + 5 * 10**6
+        assert body["interval"] == 100_000 and body["series"][0]["values"] == [0.99, 0.0]  # frames ..99, then 100
+        later = now + dt.timedelta(minutes=10, seconds=1)  # the rows are out of the window
+        assert api_chart(ds, {"market": "m1"}, now=later)[0] == 400
+        status, body = api_chart(ds, {"market": "m1", "start": "2026-01-01T00:00:00Z"}, now=later)
+        assert status == 200 and body["start"] == T0
+        now = dt.datetime.fromtimestamp((T0 + 300 * MS) / 1e6, dt.timezone.utc)
         status, body = api_chart(ds, {"market": "m1", "start": "2026-01-01T00:00:00Z", "interval": "1ms"}, now=now)
         assert sum(v is not None for v in body["series"][0]["values"]) == 100
         assert api_chart(ds, {"market": "m1", "colour": "red"}, now=now) == (

@@ -330,9 +330,8 @@ def live_routes(hub: LiveHub) -> dict[str, Handler]:
             check_market(hub, params, subscribed=True)
         except ValueError as exc:
             return _bad(str(exc))
-        client, receive = hub.subscribe(params["market"], params.get("venue"))
         return Response(content_type="text/event-stream", headers=(("X-Accel-Buffering", "no"),),
-                        stream=event_stream(hub, client, receive))
+                        stream=event_stream(hub, params["market"], params.get("venue")))
 
     return {"/": get_page, API_FEEDS: get_feeds, API_CHART: get_chart, API_STREAM: get_stream}
 
@@ -361,8 +360,10 @@ def chart_answer(root, build: Callable[[], dict[str, pa.Table]], params: dict[st
         return status, body, feeds
 
 
-async def event_stream(hub: LiveHub, client: Client, receive: trio.MemoryReceiveChannel):
-    """The body of one /api/stream response: what the hub queues, several events per chunk."""
+async def event_stream(hub: LiveHub, market: str, venue: str | None):
+    """The body of one /api/stream response: what the hub queues, several events per chunk. The
+    client subscribes when the body starts (a HEAD request never does)."""
+    client, receive = hub.subscribe(market, venue)
     try:
         yield b"retry: 2000\n\n"  # EventSource: reconnect after 2 s
         async for event in receive:
