@@ -203,3 +203,33 @@ async def test_live_api_against_the_daemon(tmp_path):
     assert max(b - a for a, b in zip(recv, recv[1:])) < 400_000  # frames every 20 ms: the read loop never paused
     points = [e for e in events if e.startswith(b"event: point")]
     assert len(points) > 20 and all(b'"venue":"predictfun"' in e for e in points)
+
+
+def test_demo_serve_prints_the_page_url_serves_it_and_stops_on_sigint(tmp_path):
+    """`recorder demo --serve`: after the summary it prints the live page's URL, serves the page and
+    the feeds while recording goes on, and on SIGINT flushes and exits 0."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "recorder.cli", "demo", "--serve", "--seconds", "2", "--data",
+                             str(tmp_path / "demo")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "live page" in line:
+                break
+        url = line.rsplit(" ", 1)[-1].strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/"), lines[-3:]
+        assert any(line.startswith("Rows recorded per table and venue") for line in lines)  # the summary came first
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.status == 200 and b"window.recorderLive" in r.read()
+        with urllib.request.urlopen(url + "api/feeds", timeout=10) as r:
+            assert len(json.loads(r.read())["feeds"]) == 12
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-2000:]
+    assert "Stopping: flushing what is buffered" in out
