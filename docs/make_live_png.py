@@ -47,7 +47,7 @@ def main() -> int:
             page.goto(f"{url}/#market={args.market}&venue={args.venue}")
             page.wait_for_function("window.recorderChart && window.recorderChart.stats().received > 0", timeout=20_000)
             time.sleep(args.watch)
-            page.screenshot(path=args.output)
+            page.screenshot(path=args.output, full_page=True)
             browser.close()
         print(f"wrote {args.output} from {url}")
     finally:

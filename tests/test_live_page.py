@@ -149,6 +149,8 @@ def test_live_page_in_chromium_against_the_daemon(tmp_path):
         # new points arrive while we watch
         seen = page.evaluate("window.recorderChart.stats().received")
         page.wait_for_function(f"window.recorderChart.stats().received >= {seen + 10}", timeout=10_000)
+        assert page.evaluate("window.recorderChart.chart.timeScale().getVisibleLogicalRange().to"
+                             " >= window.recorderChart.stats().grid - 2")  # the view follows the new points
 
         # a disconnect appears as a gap: open while the feeds back off, then closed
         dropped_at = _us_now()

@@ -333,7 +333,11 @@ def live_routes(hub: LiveHub) -> dict[str, Handler]:
         return Response(content_type="text/event-stream", headers=(("X-Accel-Buffering", "no"),),
                         stream=event_stream(hub, params["market"], params.get("venue")))
 
-    return {"/": get_page, API_FEEDS: get_feeds, API_CHART: get_chart, API_STREAM: get_stream}
+    async def get_favicon(request: Request) -> Response:
+        return Response(status=204)  # none, and no 404 in the browser's console
+
+    return {"/": get_page, "/favicon.ico": get_favicon, API_FEEDS: get_feeds, API_CHART: get_chart,
+            API_STREAM: get_stream}
 
 
 _CARRIERS = """

@@ -162,6 +162,7 @@
       this.addLines();
       this.addVolume();
       this.chart.timeScale().fitContent();
+      this.followedTo = this.gridCount;
       this.tooltip = this.makeTooltip();
       this.chart.subscribeCrosshairMove((p) => this.showTooltip(p));
     }
@@ -265,13 +266,25 @@
       return this.data.grid_start + Math.floor((us - this.data.grid_start) / iv) * iv;
     }
 
+    // Grow the time axis to the bucket. A view that showed the latest bucket keeps doing so: the
+    // whole range squeezed in when it showed everything, else scrolled (a zoomed-in view stays put).
     extendGrid(bucket) {
+      if (this.gridEnd > bucket) return;
+      const ts = this.chart.timeScale(), range = ts.getVisibleLogicalRange();
+      // (compared with the axis as last followed: the chart applies a fit or scroll only when it
+      // next draws, so several points in one go see the range from before the first)
+      const following = range !== null && range.to >= Math.min(this.gridCount, this.followedTo) - 2;
       while (this.gridEnd <= bucket) {
         this.grid.update({ time: sec(this.gridEnd) });
         this.gridEnd += this.data.interval;
         this.gridCount += 1;
       }
       this.data.end = Math.max(this.data.end, this.gridEnd);
+      if (following) {
+        this.followedTo = this.gridCount;
+        if (range.from <= 0.5) ts.fitContent();
+        else ts.scrollToRealTime();
+      }
     }
 
     gapBetween(a, b) {
