@@ -42,10 +42,16 @@ microseconds since the epoch, UTC; nothing secret in any field):
         a feed carrying the market disconnected (end null: still down) or reconnected (end set).
     event: feeds   data: the /api/feeds document, at most once a second.
 
-    The stream is bounded per client: the daemon keeps a small queue per connection (say 1,000
-    events) and, when it is full, closes that client's stream instead of waiting: a slow or
-    stalled tab never slows the read loop. EventSource reconnects by itself; on every (re)open
-    the page fetches /api/chart again, so nothing is missed across a drop.
+    The stream is bounded per client: the daemon keeps a queue of 1,000 events per connection
+    and, when it is full, closes that client's stream instead of waiting: a slow or stalled tab
+    never slows the read loop. A new stream starts with the last 3 s of the market's events and
+    the gaps still open, so nothing falls between the /api/chart the page fetched and the
+    stream. EventSource reconnects by itself (`retry: 2000`); on every reopen the page fetches
+    /api/chart again, so nothing is missed across a drop. Errors: 400 with {"error": one line}
+    for a missing or unsubscribed market, an unknown venue or parameter.
+
+    The daemon's side (the tap on the pipeline's buffers, the hub, the routes) is
+    recorder/http/live.py.
 """
 
 from __future__ import annotations
