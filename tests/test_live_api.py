@@ -70,6 +70,9 @@ def test_tap_sees_every_row_once_across_batches_and_cuts():
                         "ts_event": T0 + 100, "ts_recv": T0 + 105, "seq": 100, "market": "m2", "outcome": "Yes",
                         "probability": 0.25}
     assert tap.take() == [] and tap.rows_seen == 12 + 8 + 1
+    buffers.add_row("chance", "synthetic", 0, _row(14, market="m4"))
+    _append_columns(buffers, 108, 109)
+    assert tap.take_keys({"m2", "m4"}) == {("f1", "m2"), ("f1", "m4")} and tap.take_keys({"m2"}) == set()
 
 
 def test_peek_copies_the_buffered_rows_without_taking_them():

@@ -3,11 +3,13 @@
 The contract (fields, events) is documented in recorder/charts/page.py. Here is how the daemon
 keeps it without slowing what it records:
 
-- `run_hub` is one task that wakes every `tick` seconds (0.5 s). It takes the chance rows the
+- `LiveHub.run` is one task that wakes every `tick` seconds (0.5 s). It takes the chance rows the
   pipeline buffered since its last look (`Tap`: an index into the buffers, no work per frame on
   the read loop) and the sessions that closed, turns them into `point` and `gap` events for the
-  markets some client watches, and every second a `feeds` event. Rows of markets nobody watches
-  are skipped without being read.
+  markets some client watches, and every second a `feeds` event. A feed's gap goes to the
+  charts of the markets it carries: those it subscribes to, and those it recorded chance, trade
+  or book rows of (as the `gaps` query decides). Rows of markets nobody watches are skipped
+  without being read.
 - Each client (one `/api/stream` connection) has a bounded queue (`queue` events). The hub puts
   events with `send_nowait`; a client whose queue is full (a slow or stalled tab) is dropped: its
   queue is closed, its stream ends, EventSource reconnects and reloads the chart. Nothing ever
@@ -40,17 +42,13 @@ from ..charts.page import API_CHART, API_FEEDS, API_STREAM, CHART_PARAMS, api_ch
 from ..venues import registry
 from .listener import Handler, Request, Response
 from .status import Sources
-from .tap import Tap
+from .tap import Tap, skip
 from .window import snapshot_of
 
 log = logging.getLogger("recorder.http")
 
 PENDING_TABLES = ("chance", "sessions", "book", "trades")
 STREAM_PARAMS = ("market", "venue")
-
-
-def _skip(venue: str, market: str) -> bool:
-    return False
 
 
 def feed_markets(feed_cfg) -> list[str]:
@@ -99,6 +97,7 @@ class LiveHub:
         self.recent: collections.deque = collections.deque(maxlen=20_000)  # (mono, market, venue, event)
         self.chance = Tap(sources.pipeline.buffers, "chance")
         self.sessions = Tap(sources.pipeline.buffers, "sessions")
+        self.carrier_taps = (Tap(sources.pipeline.buffers, "trades"), Tap(sources.pipeline.buffers, "book"))
         self._feeds_at = 0.0
 
     # --- what is known -------------------------------------------------------------------------
@@ -186,8 +185,12 @@ class LiveHub:
         if watched:
             markets = {m for m, _ in watched}
             self._points(self.chance.take(lambda venue, market: market in markets))
+            for tap in self.carrier_taps:
+                for feed, market in tap.take_keys(markets):
+                    self.learn_carriers(market, (feed,))
         else:
-            self.chance.take(_skip)
+            for tap in (self.chance, *self.carrier_taps):
+                tap.take(skip)
             self.recent.clear()
         now = trio.current_time()
         if self.clients and now - self._feeds_at >= 1.0:

@@ -20,6 +20,11 @@ from ..writer import Buffers, Columns
 Want = Callable[[str, str], bool]  # (venue, market) -> keep this row?
 
 
+def skip(venue: str, market: str) -> bool:
+    """`take(skip)`: only move past the new rows (nobody watches), reading none of them."""
+    return False
+
+
 def _us(seconds: float) -> int:
     return round(seconds * 1e6)  # half to even, as Columns converts seconds
 
@@ -36,22 +41,46 @@ class Tap:
     def take(self, want: Want | None = None) -> list[dict[str, Any]]:
         """The rows appended since the last call (those `want(venue, market)` keeps; all if None)."""
         out: list[dict[str, Any]] = []
+        self._walk(lambda venue, container, seen: out.extend(self._rows(venue, container, seen, want)))
+        return out
+
+    def take_keys(self, markets: set[str] | frozenset[str]) -> set[tuple[str, str]]:
+        """(feed, market) of the rows appended since the last call whose market is in `markets`:
+        which feeds carry a market, reading two columns only."""
+        out: set[tuple[str, str]] = set()
+        self._walk(lambda venue, container, seen: out.update(self._keys(container, seen, markets)))
+        return out
+
+    def _walk(self, visit: Callable[[str, Any, int], None]) -> None:
+        """visit(venue, container, rows already seen) for every container with rows to look at."""
         retired = self._retired[:]
         del self._retired[:]
         for venue, container in retired:
             _, seen = self._seen.pop(id(container), (container, 0))
-            out += self._rows(venue, container, seen, want)
+            visit(venue, container, seen)
         current = {}
         for venue, container in self.buffers.containers(self.table):
             _, seen = self._seen.get(id(container), (container, 0))
-            out += self._rows(venue, container, seen, want)
+            visit(venue, container, seen)
             current[id(container)] = (container, len(container))
         self._seen = current
-        return out
+
+    def _keys(self, container, seen: int, markets) -> set[tuple[str, str]]:
+        n = len(container)
+        if n <= seen or not markets:
+            return set()
+        self.rows_seen += n - seen
+        if isinstance(container, Columns):
+            feeds = container.cols.get("feed") or [container.consts.get("feed")] * n
+            names = container.cols.get("market") or [container.consts.get("market")] * n
+            return {(feeds[i], names[i]) for i in range(seen, n) if names[i] in markets}
+        f, m = self.names.index("feed"), self.names.index("market")
+        return {(r[f], r[m]) for r in container[seen:n] if r[m] in markets}
 
     def _rows(self, venue: str, container, seen: int, want: Want | None) -> list[dict[str, Any]]:
         n = len(container)
-        if n <= seen:
+        if n <= seen or want is skip:
+            self.rows_seen += max(0, n - seen)
             return []
         self.rows_seen += n - seen
         if isinstance(container, Columns):
