@@ -194,8 +194,10 @@ async def test_live_api_against_the_daemon(tmp_path):
             await trio.sleep(0.7)
             stop.set()
         sims.cancel_scope.cancel()
-    for s in stalled:
+    for s in stalled:  # they were streams, answered and fed (into their socket buffers)
+        head = await s.receive_some(4096)
         await s.aclose()
+        assert head.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream")
 
     assert raw_counter(tmp_path) == sent_counter(fleet)  # the stalled clients cost no frame
     with Dataset.open(tmp_path / "data") as ds:
