@@ -1,8 +1,11 @@
 -- coverage: per feed, the intervals the recorder was connected and the gaps between them,
 --   from the sessions table (overlapping connections are merged).
 -- param feed: string = any. Only this feed.
--- columns: feed, venue, state, start, end, seconds, sessions
+-- columns: feed, venue, state, start, end, seconds, sessions, filled, backfill_rows
 -- state is 'recorded' or 'gap'. A connection still open is not listed until it closes.
+-- For a gap, filled says whether the connection that ended it got the gap's history from the
+-- venue (chance rows with source 'backfill': Outpoll chance feeds ask for it on reconnecting),
+-- and backfill_rows how many rows that added; both are null on recorded intervals.
 WITH s AS (
     SELECT feed, venue, connected AS s, closed AS e
     FROM sessions
@@ -25,11 +28,23 @@ islands AS (
 gaps AS (
     SELECT feed, venue, "end" AS start, lead(start) OVER (PARTITION BY feed ORDER BY start) AS "end"
     FROM islands
+),
+backfilled AS (  -- per connection: the backfill rows it received, keyed by when it connected
+    SELECT s.feed, s.connected, count(*) AS n
+    FROM sessions s JOIN chance c ON c.feed = s.feed AND c.conn_id = s.conn_id AND c.source = 'backfill'
+    WHERE ($feed IS NULL OR s.feed = $feed)
+    GROUP BY ALL
 )
-SELECT feed, venue, state, start, "end", (epoch_us("end") - epoch_us(start)) / 1e6 AS seconds, sessions
+SELECT feed, venue, state, start, "end", (epoch_us("end") - epoch_us(start)) / 1e6 AS seconds, sessions,
+       filled, backfill_rows
 FROM (
-    SELECT feed, venue, 'recorded' AS state, start, "end", sessions FROM islands
+    SELECT feed, venue, 'recorded' AS state, start, "end", sessions, NULL::BOOLEAN AS filled,
+           NULL::BIGINT AS backfill_rows
+    FROM islands
     UNION ALL
-    SELECT feed, venue, 'gap' AS state, start, "end", 0 AS sessions FROM gaps WHERE "end" IS NOT NULL
+    SELECT g.feed, g.venue, 'gap' AS state, g.start, g."end", 0 AS sessions, coalesce(b.n, 0) > 0 AS filled,
+           coalesce(b.n, 0) AS backfill_rows
+    FROM gaps g LEFT JOIN backfilled b ON b.feed = g.feed AND b.connected = g."end"
+    WHERE g."end" IS NOT NULL
 )
 ORDER BY feed, start, state DESC

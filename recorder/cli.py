@@ -92,6 +92,35 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    import trio
+
+    from .simulators.replay import ReplayServer, load_recording, parse_speed
+
+    _setup_logging("info")
+    speed = parse_speed(args.speed)
+    # Only storage.root is read from a config here: its feeds' secrets need not be set.
+    root = Path(args.data) if args.data else cfgmod.load(args.config, environ=_NoSecretsNeeded(os.environ)).storage.root
+    recording = load_recording(root, start=args.start, end=args.end, feeds=tuple(args.feeds or ()))
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(ReplayServer(recording, speed=speed, listen=args.listen).run)
+            for name, url in server.urls().items():
+                print(f"{name:24} {url}", flush=True)
+            print("Replay accepts any credentials and keeps none: point a recorder's feeds (url = ...) here.",
+                  flush=True)
+            if args.seconds:
+                await trio.sleep(args.seconds)
+                nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(serve)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_query(args) -> int:
     from .dataset import Dataset
 
@@ -151,6 +180,30 @@ def cmd_compact(args) -> int:
     results = compact(_data_root(args), tables=tables, before=before, progress=progress)
     print(f"compacted {len(results)} partitions")
     return 0
+
+
+def cmd_rebuild(args) -> int:
+    from .rebuild import DERIVED, rebuild, select
+    from .simulators.replay import parse_time
+
+    # Rebuilding decodes; it never connects: a secret the config names need not be set.
+    config = cfgmod.load(args.config, environ=_NoSecretsNeeded(os.environ))
+    sel = select(config, tables=tuple(args.table or DERIVED), venue=args.venue,
+                 start_us=parse_time(args.start, "--start"), end_us=parse_time(args.end, "--end"))
+
+    def progress(r) -> None:
+        print(f"{r.partition}: {r.rows_before} rows -> {r.rows_after} in {r.seconds:.1f} s", flush=True)
+
+    results = rebuild(Path(args.data) if args.data else config.storage.root, sel, progress=progress)
+    print(f"rebuilt {len(results)} partitions")
+    return 0
+
+
+class _NoSecretsNeeded(dict):
+    """The environment, with a placeholder for any variable that is not set (never sent anywhere)."""
+
+    def get(self, key, default=None):
+        return super().get(key) or "unset-not-needed-to-decode"
 
 
 def cmd_sql(args) -> int:
@@ -214,6 +267,19 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--fault-every", type=float, default=0.0, help="inject a fault this often (seconds), the kinds in turn")
     sim.set_defaults(func=cmd_simulate)
 
+    rep = sub.add_parser("replay", help="serve a recorded dataset back over each venue's own WebSocket protocol")
+    rep.add_argument("--data", help="dataset root (default: storage.root from --config)")
+    rep.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
+    rep.add_argument("--start", help="replay frames received from this time (ISO 8601, UTC if no zone)")
+    rep.add_argument("--end", help="replay frames received before this time")
+    rep.add_argument("--speed", default="1", help="1 (as recorded), 10 (ten times faster), ... or max")
+    rep.add_argument("--feeds", nargs="+", metavar="FEED", help="only these recorded feeds (private feeds are "
+                     "replayed only when named here)")
+    rep.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT of the first endpoint; the next ones "
+                     "take the following ports (port 0: any free port) (default: %(default)s)")
+    rep.add_argument("--seconds", type=float, default=0, help="stop after this long (default: run until Ctrl-C)")
+    rep.set_defaults(func=cmd_replay)
+
     for name, helptext in (("query", "run a named query from queries/"), ("sql", "run any SQL over the table views")):
         q = sub.add_parser(name, help=helptext)
         if name == "query":
@@ -257,6 +323,17 @@ def parser() -> argparse.ArgumentParser:
     chart.add_argument("--data", help="dataset root (default: storage.root from --config)")
     chart.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
     chart.set_defaults(func=cmd_chart)
+    reb = sub.add_parser("rebuild", help="re-derive the normalised tables from raw with the current decoders "
+                         "(partitions swapped atomically, like compact)")
+    reb.add_argument("--config", default=DEFAULT_CONFIG, help="config file: the feeds and their decoders' options "
+                     "(default: %(default)s)")
+    reb.add_argument("--data", help="dataset root (default: storage.root from --config)")
+    reb.add_argument("--table", action="append", help="only this table (repeatable; default: every table derived "
+                     "from raw)")
+    reb.add_argument("--venue", help="only this venue's feeds")
+    reb.add_argument("--start", help="only rows of frames received from this time (ISO 8601, UTC if no zone)")
+    reb.add_argument("--end", help="only rows of frames received before this time")
+    reb.set_defaults(func=cmd_rebuild)
 
     lst = sub.add_parser("queries", help="list the named queries and their parameters")
     lst.set_defaults(func=cmd_queries)

@@ -158,6 +158,8 @@ class Feed:
 
     async def _read(self, conn, conn_id: str, result: ConnectionResult, wake: trio.Event) -> None:
         protocol = self.module.make_protocol(self.cfg.spec, self.cfg.secrets, self.cfg.url)
+        if hasattr(protocol, "resume"):  # the venue can ask for what this feed missed (Outpoll chance backfill)
+            protocol.resume(self.pipeline.decoders.get(self.cfg.name))
         frames, subscribed = protocol.on_open(self._now_ns() / 1e9)
         for frame in frames:
             await conn.send(frame)

@@ -38,6 +38,31 @@ class OutpollSimulator(Simulator):
         self.books: dict[str, dict[str, dict]] = {}
         self._ids = itertools.count(1)
         self.auth_attempts = 0
+        self.charts: dict[tuple[str, str], list[tuple[int, float]]] = {}  # every chance point the venue made
+        self._down_until = 0.0
+
+    # --- outage: the venue's chart moves on while nobody can connect ------------------------
+    def check_handshake(self, host: str, path: str, headers: dict[str, str]) -> int | None:
+        return 503 if trio.current_time() < self._down_until else None
+
+    async def outage(self, seconds: float) -> None:
+        """A fault: drop every connection and refuse new ones for `seconds`, while the chance
+        charts of every outcome ever subscribed go on moving (history can fill the hole later)."""
+        self.faults_injected.append("outage")
+        self._down_until = trio.current_time() + seconds
+        await self.drop()
+        while trio.current_time() < self._down_until:
+            await trio.sleep(self.settings.interval)
+            if self.charts:
+                self._chart_point(*self.rng.choice(sorted(self.charts)))
+
+    def _chart_point(self, event: str, outcome: str) -> tuple[int, float]:
+        point = (int(time.time()), self._walk(event, outcome).step())
+        self.charts.setdefault((event, outcome), []).append(point)
+        return point
+
+    def _history_points(self, outcome_key: tuple[str, str], lo: int, hi: int) -> list[dict]:
+        return [{"t": t, "p": p} for t, p in self.charts.get(outcome_key, []) if lo <= t <= hi]
 
     def stream_url(self, stream: str) -> str:
         host, path = PATHS[stream]
@@ -112,8 +137,8 @@ class OutpollSimulator(Simulator):
         async def push(conn: SimConn) -> None:
             if conn.subscriptions:
                 event, outcome = self.rng.choice(sorted(conn.subscriptions))
-                await self.send(conn, {"t": "UPDATE_HISTORY", "e": event, "o": [outcome],
-                                       "d": {"t": int(time.time()), "p": self._walk(event, outcome).step()}})
+                t, p = self._chart_point(event, outcome)
+                await self.send(conn, {"t": "UPDATE_HISTORY", "e": event, "o": [outcome], "d": {"t": t, "p": p}})
 
         nursery.start_soon(self.run_pushes, conn, push)
         while True:
@@ -127,12 +152,18 @@ class OutpollSimulator(Simulator):
                     continue
                 for o in outcomes:
                     conn.subscriptions.add((event, o))
+                    self.charts.setdefault((event, o), [])
                     walk = self._walk(event, o)
                     await self.send(conn, {"t": "probability", "e": event, "o": [o],
                                            "d": {"t": int(time.time()) - 1, "p": round(walk.p, 4)}})
                 await self.send(conn, {"t": "success", "e": event, "o": outcomes, "d": "subscribed", "r": None})
             elif msg.get("t") == "HISTORY" and isinstance(msg.get("d"), dict):
                 lo, hi = int(msg["d"].get("from", 0)), int(msg["d"].get("to", 0))
+                known = {o: self._history_points((event, o), lo, hi) for o in outcomes or []}
+                if any(known.values()):  # the points this venue made: one reply per outcome
+                    for o, points in known.items():
+                        await self.send(conn, {"t": "HISTORY", "e": event, "o": [o], "d": points})
+                    continue
                 step = max(60, (hi - lo) // 500)
                 points = [{"t": t, "p": round(0.5 + 0.3 * ((t // step) % 7 - 3) / 3, 4)} for t in range(lo, hi, step)]
                 await self.send(conn, {"t": "HISTORY", "e": event, "o": outcomes, "d": points})

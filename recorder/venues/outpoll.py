@@ -53,6 +53,7 @@ OPTIONS = {
     "events": Opt(type=list, item=str),
     "subscriptions": Opt(type=list, item=dict),
     "history_seconds": Opt(type=int, default=0),
+    "backfill_max_seconds": Opt(type=int, default=86_400),
     "api_key_env": Opt(type=str),
     "api_secret_env": Opt(type=str),
 }
@@ -65,13 +66,15 @@ class FeedSpec:
     chance_subs: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (event, outcomes)
     activity_subs: tuple[tuple[str, str], ...] = ()  # (event, outcome)
     history_seconds: int = 0
+    backfill_max_seconds: int = 86_400  # on a reconnect, ask history from each outcome's last point, this far back at most
 
 
 def parse_spec(options: dict, path: str, secret) -> tuple[FeedSpec, list[Secret]]:
     stream = options["stream"]
     if stream not in DEFAULT_URLS:
         raise ConfigError(f"{path}.stream must be one of {', '.join(DEFAULT_URLS)} for outpoll, got {stream!r}")
-    allowed = {"order_book": {"events"}, "chance": {"subscriptions", "history_seconds"}, "activity": {"subscriptions"}}
+    allowed = {"order_book": {"events"}, "chance": {"subscriptions", "history_seconds", "backfill_max_seconds"},
+               "activity": {"subscriptions"}}
     for key in ("events", "subscriptions", "history_seconds", "api_key_env", "api_secret_env"):
         given = options[key] not in (None, 0)
         if given and key not in allowed.get(stream, set()) and not (stream in PRIVATE and key.endswith("_env")):
@@ -107,9 +110,11 @@ def parse_spec(options: dict, path: str, secret) -> tuple[FeedSpec, list[Secret]
                     raise ConfigError(f"{p}.outcome must be a string, got {sub[key]!r}")
                 parsed.append((sub["event"], sub[key]))
         if stream == "chance":
-            if options["history_seconds"] < 0:
-                raise ConfigError(f"{path}.history_seconds must be 0 or more, got {options['history_seconds']}")
-            return FeedSpec(stream=stream, chance_subs=tuple(parsed), history_seconds=options["history_seconds"]), secrets
+            for key in ("history_seconds", "backfill_max_seconds"):
+                if options[key] < 0:
+                    raise ConfigError(f"{path}.{key} must be 0 or more, got {options[key]}")
+            return FeedSpec(stream=stream, chance_subs=tuple(parsed), history_seconds=options["history_seconds"],
+                            backfill_max_seconds=options["backfill_max_seconds"]), secrets
         return FeedSpec(stream=stream, activity_subs=tuple(parsed)), secrets
     return FeedSpec(stream=stream), secrets
 
@@ -152,6 +157,12 @@ class Protocol:
         self._secrets = secrets
         self._path = urlsplit(url).path or "/"
         self.subscribed = False
+        self.last_points: dict[tuple[str, str], float] = {}  # (event, outcome) -> time of the last point recorded
+
+    def resume(self, decoder: "Decoder | None") -> None:
+        """Before on_open: where the feed's recorded chart ends, per outcome (gap-aware backfill)."""
+        if decoder is not None and self.spec.stream == "chance" and self.spec.backfill_max_seconds:
+            self.last_points = decoder.last_points()
 
     def on_open(self, now: float) -> tuple[list[str], bool]:
         """(frames to send, subscribed already). `now` is unix seconds for the AUTH timestamp."""
@@ -163,14 +174,25 @@ class Protocol:
             return [json.dumps({"t": "SUBSCRIBE", "e": e}) for e in s.events], False
         if s.stream == "chance":
             frames = [json.dumps({"t": "SUBSCRIBE", "e": e, "o": list(o)}) for e, o in s.chance_subs]
-            if s.history_seconds:
-                to = int(now)
-                frames += [json.dumps({"t": ASSUMED_HISTORY_TYPE, "e": e, "o": list(o),
-                                       "d": {"from": to - s.history_seconds, "to": to}}) for e, o in s.chance_subs]
-            return frames, False
+            return frames + self._history_requests(int(now)), False
         if s.stream == "activity":
             return [json.dumps({"t": "SUBSCRIBE", "e": e, "o": o}) for e, o in s.activity_subs], False
         return [], True  # last_trades: connect and read
+
+    def _history_requests(self, to: int) -> list[str]:
+        """Per outcome the feed has recorded points for: history from its last point (backfill,
+        at most backfill_max_seconds back). For the others: the fixed history_seconds window."""
+        s, out = self.spec, []
+        for e, outcomes in s.chance_subs:
+            fresh = [o for o in outcomes if (e, o) not in self.last_points]
+            for o in outcomes:
+                if (e, o) in self.last_points:
+                    start = max(int(self.last_points[(e, o)]), to - s.backfill_max_seconds)
+                    out.append(json.dumps({"t": ASSUMED_HISTORY_TYPE, "e": e, "o": [o], "d": {"from": start, "to": to}}))
+            if fresh and s.history_seconds:
+                out.append(json.dumps({"t": ASSUMED_HISTORY_TYPE, "e": e, "o": fresh,
+                                       "d": {"from": to - s.history_seconds, "to": to}}))
+        return out
 
     def expected_keys(self) -> set[str]:
         """Events whose book or chance stream must keep sending (trades and account events may be rare)."""
@@ -226,16 +248,24 @@ class Decoder:
         self.books: dict[str, dict[str, dict[str, float | None]]] = {}  # event -> outcome -> {c,b,a}
         self.points = PointWindow(50_000)  # chance points recorded: (event, outcome, t, p)
         self.trades = Bounded(20_000)  # trade ids recorded
+        self.subscribes: dict[str, int] = {}  # chance: event -> subscriptions the venue confirmed
         if spec.stream != "chance":  # only chance streams are nearly all live points
             self.decode_run = None
 
     def state(self) -> dict:
-        return {"books": self.books, "points": self.points.state(), "trades": self.trades.items()}
+        return {"books": self.books, "points": self.points.state(), "trades": self.trades.items(),
+                "subscribes": self.subscribes}
 
     def restore(self, state: dict) -> None:
         self.books = state.get("books", {})
         self.points = PointWindow(50_000, state.get("points"))
         self.trades = Bounded(20_000, state.get("trades"))
+        self.subscribes = dict(state.get("subscribes", {}))
+
+    def last_points(self) -> dict[tuple[str, str], float]:
+        """(event, outcome) -> time (unix seconds) of the latest point recorded, for backfill."""
+        return {(st.market, st.outcome): st.latest for by in self.points.streams.values() for st in by.values()
+                if st.latest > float("-inf")}
 
     def decode(self, text: str, meta: FrameMeta) -> list[Record]:
         msg = base.parse_json(text)
@@ -358,7 +388,11 @@ class Decoder:
         return n
 
     def _history(self, msg: dict, meta: FrameMeta) -> list[Record]:
-        return self._chance(msg, meta, [base.obj(p, "d[]") for p in base.lst(msg.get("d"), "d")], source="history")
+        # A reply after the event's first subscription (a reconnect, or a restart with the state
+        # restored) answers a backfill request: the recorder asked for its own gap.
+        event = msg.get("e")
+        source = "backfill" if type(event) is str and self.subscribes.get(event, 0) > 1 else "history"
+        return self._chance(msg, meta, [base.obj(p, "d[]") for p in base.lst(msg.get("d"), "d")], source=source)
 
     def _chance(self, msg: dict, meta: FrameMeta, points: list[dict], *, source: str) -> list[Record]:
         event = base.text(msg.get("e"), "e")  # the dedupe window keeps its own shared copies of ids
@@ -408,6 +442,8 @@ class Decoder:
 
     def _success(self, msg: dict, meta: FrameMeta) -> list[Record]:
         d = msg.get("d")
+        if self.spec.stream == "chance" and type(msg.get("e")) is str:
+            self.subscribes[msg["e"]] = self.subscribes.get(msg["e"], 0) + 1
         if self.spec.stream == "balances" and isinstance(d, dict) and "l" in d:
             items = base.lst(d["l"], "d.l")
             return [self._account(meta, "balance_snapshot", base.obj(item, "d.l[]"), order_id=None, status=None)
