@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test soak bench clean
+.PHONY: install system-deps demo demo-serve test soak bench clean
 
 # Debian packages of the services some tests run for real (PostgreSQL for the lake, Prometheus and
 # promtool for metrics and alert rules, Chromium for the pages). Needs root and apt-get; without
@@ -32,6 +32,10 @@ system-deps:
 
 demo: $(STAMP)
 	$(BIN)/recorder demo
+
+# The demo, then the live page served until Ctrl-C: open the URL it prints.
+demo-serve: $(STAMP)
+	$(BIN)/recorder demo --serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -67,7 +67,7 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     _setup_logging("warning" if not args.verbose else "info")
-    run_demo(args.seconds, Path(args.data) if args.data else None)
+    run_demo(args.seconds, Path(args.data) if args.data else None, serve=args.serve, port=args.port)
     return 0
 
 
@@ -276,6 +276,10 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=20.0, help="how long to record (default: %(default)s)")
     demo.add_argument("--data", help="where to write the dataset (default: a new temporary directory)")
     demo.add_argument("--verbose", action="store_true", help="show the recorder's log")
+    demo.add_argument("--serve", action="store_true", help="then keep recording and serve the live page (its URL is "
+                      "printed) until Ctrl-C")
+    demo.add_argument("--port", type=int, default=0, help="with --serve: the page's port on 127.0.0.1 (default: any "
+                      "free port)")
     demo.set_defaults(func=cmd_demo)
 
     sim = sub.add_parser("simulate", help="serve all three venue simulators on loopback and print their URLs")

@@ -19,6 +19,7 @@ import trio
 
 from .config import Config
 from .http.status import Sources
+from .http.live import run_live_page
 from .http.window import open_listeners, routes, run_window
 from .feed import Feed
 from .pipeline import Pipeline
@@ -176,6 +177,7 @@ async def run_recorder(config: Config, *, stop: trio.Event | None = None, listen
                 if listeners:
                     sources = Sources(config=config, pipeline=pipeline, feeds=tuple(feeds), started=started)
                     table = routes(sources)  # path -> handler: more pages add their entries here
+                    await nursery.start(run_live_page, sources, table)  # /, /api/*: the live page
                     url = await nursery.start(run_window, sources, listeners, table)
                     if on_http is not None:
                         on_http(url)

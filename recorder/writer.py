@@ -95,6 +95,15 @@ class Columns:
     def __len__(self) -> int:
         return len(self.cols[self.day_column])
 
+    def copy(self) -> "Columns":
+        """The rows so far, in columns of their own (slices copy: arrays by memcpy, lists by pointer)."""
+        out = Columns.__new__(Columns)
+        out.table, out.venue, out.consts, out.names = self.table, self.venue, self.consts, self.names
+        out.day_column, out.seconds = self.day_column, self.seconds
+        n = len(self)
+        out.cols = {name: col[:n] for name, col in self.cols.items()}
+        return out
+
     def appenders(self, *names: str) -> tuple:
         """The `append` methods of the named columns (every varying column must get one value per row)."""
         if sorted(names) != sorted(self.names):
@@ -144,7 +153,36 @@ class Buffers:
         self._columns: dict[tuple, Columns] = {}
         self._getters = {t: _row_getter(t) for t in schema.TABLES}
         self._schemas = {t: schema.load(t).file_schema for t in schema.TABLES}
+        self._retired: dict[str, list] = {}  # watched table -> containers that left the buffers (see watch)
         self.rows = 0
+
+    # --- for readers on the event loop (the live page): never per row ---------------------------
+
+    def watch(self, table: str) -> list:
+        """From now on, keep each container of `table`'s rows (a row list or a Columns) as it leaves
+        the buffers (made a batch, or cut), as (venue, container), in the returned list: a reader
+        that looks every so often sees every row appended, even to a container that came and went
+        between two looks. The reader empties the list; nothing is kept for tables not watched."""
+        return self._retired.setdefault(table, [])
+
+    def _retire(self, table: str, venue: str, container) -> None:
+        retired = self._retired.get(table)
+        if retired is not None and len(container):
+            retired.append((venue, container))
+
+    def containers(self, table: str) -> list[tuple[str, Any]]:
+        """(venue, container) for each row list and Columns that rows of `table` are appended to now."""
+        out: list[tuple[str, Any]] = [(k[1], part.rows) for k, part in self._parts.items() if k[0] == table]
+        out += [(cols.venue, cols) for cols in self._columns.values() if cols.table == table]
+        return out
+
+    def peek(self, table: str) -> "Peek":
+        """A copy of `table`'s buffered rows, cheap enough for the event loop (lists and arrays
+        sliced, batches shared); `Peek.to_table()` builds the Arrow table, in a worker thread."""
+        batches = [(k[1], b) for k, part in self._parts.items() if k[0] == table for b in part.batches]
+        rows = [(k[1], part.rows[:]) for k, part in self._parts.items() if k[0] == table and part.rows]
+        cols = [c.copy() for c in self._columns.values() if c.table == table and len(c)]
+        return Peek(table=table, batches=batches, rows=rows, columns=cols, schema=self._schemas[table])
 
     def add(self, record: Record) -> None:
         ts = record.ts_event if record.ts_event is not None else record.ts_recv
@@ -163,6 +201,7 @@ class Buffers:
         if len(rows) >= self._batch_rows:
             part.batches.append(self._to_batch(table, rows))
             part.rows = []
+            self._retire(table, venue, rows)
 
     def add_frames(self, venue: str, day: int, feed: str, ts_recv: int, conn_id: str, first_seq: int,
                    texts: list[str], data: memoryview | bytes | None = None,
@@ -207,6 +246,7 @@ class Buffers:
         del self._columns[key]
         if not len(cols):
             return
+        self._retire(cols.table, cols.venue, cols)
         table, venue = cols.table, cols.venue
         for day, batch in cols.to_batches(self._schemas[table]):
             pkey = (table, venue, day)
@@ -232,6 +272,7 @@ class Buffers:
             batches = part.batches
             if part.rows:
                 batches.append(self._to_batch(part.table, part.rows))
+                self._retire(part.table, key[1], part.rows)
             if part.runs:
                 batches.append(runs_to_batch(part.runs, part.run_frames))
             if batches:
@@ -240,6 +281,31 @@ class Buffers:
         self._parts = {}
         self.rows = 0
         return flush
+
+
+@attrs.frozen(kw_only=True)
+class Peek:
+    """Buffered rows of one table, copied (Buffers.peek)."""
+
+    table: str
+    batches: list[tuple[str, pa.RecordBatch]]  # (venue, batch)
+    rows: list[tuple[str, list]]  # (venue, row tuples)
+    columns: list[Columns]
+    schema: pa.Schema
+
+    def to_table(self, extra: list[tuple[str, pa.RecordBatch]] = ()) -> pa.Table:
+        """The rows as one Arrow table with a `venue` column; `extra`: more (venue, batch) pairs."""
+        sch = self.schema
+        pairs = list(self.batches) + list(extra)
+        for venue, rows in self.rows:
+            arrays = [pa.array(column, type=field.type) for column, field in zip(zip(*rows), sch)]
+            pairs.append((venue, pa.RecordBatch.from_arrays(arrays, schema=sch)))
+        for cols in self.columns:
+            pairs += [(cols.venue, batch) for _day, batch in cols.to_batches(sch)]
+        out = sch.insert(0, pa.field("venue", pa.string(), nullable=False))
+        tables = [pa.Table.from_batches([b]).add_column(0, out.field(0), pa.array([v] * b.num_rows, pa.string()))
+                  for v, b in pairs]
+        return pa.concat_tables(tables).cast(out) if tables else out.empty_table()
 
 
 def runs_to_batch(runs: list, n: int) -> pa.RecordBatch:

@@ -20,6 +20,7 @@ import trio
 
 from conftest import ROOT, trio_test
 from e2e import FAST, sent_counter, stop_daemon
+from httpclient import get
 from recorder.simulators.fleet import SIM_ENV, start_fleet
 from test_daemon import write_config
 
@@ -117,7 +118,7 @@ async def test_run_query_sql_compact_from_the_installed_command(installed, tmp_p
 
 @trio_test(timeout=120)
 async def test_the_window_status_and_alert_rules_from_the_installed_command(installed, tmp_path):
-    """The installed `recorder run` with [http] serves /metrics and /status (JSON log lines),
+    """The installed `recorder run` with [http] serves /metrics, /status and the live page (JSON log lines),
     `recorder status` reads it (exit 0, every feed subscribed), and `recorder prometheus DIR` writes
     the alert rules from the package, which promtool accepts when it is installed."""
     data, cfg, log_path = tmp_path / "data", tmp_path / "config.toml", tmp_path / "recorder.log"
@@ -137,11 +138,15 @@ async def test_the_window_status_and_alert_rules_from_the_installed_command(inst
                 url = url or next((e.rsplit(" ", 1)[1] for e in events if e.startswith("serving /metrics")), None)
                 if url:
                     status = await trio.to_thread.run_sync(lambda: run(installed, "status", "--url", url, cwd=tmp_path))
+        page = await get(url, "/") if url else None  # the live page, its assets read from the wheel
+        chart = await get(url, "/api/chart?market=123&venue=predictfun") if url else None
         code = await stop_daemon(proc, fleet, after=0, timeout=30)
         sims.cancel_scope.cancel()
     assert code == 0 and url is not None, log_path.read_text()[-2000:]
     assert status.returncode == 0, status.stdout + status.stderr
     assert "it-btc" in status.stdout and "pf-main" in status.stdout
+    assert page[0] == 200 and b"window.recorderLive" in page[2] and b"Lightweight Charts" in page[2]
+    assert chart[0] == 200 and json.loads(chart[2])["market"] == "123"
     prom = run(installed, "prometheus", str(tmp_path / "prom"), cwd=tmp_path)
     assert prom.returncode == 0, prom.stderr
     if shutil.which("promtool"):

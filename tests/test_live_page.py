@@ -5,13 +5,14 @@ recorder/charts/page.py with a real dataset's chart (the daemon's listener is no
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
+import time
 
 import pyarrow as pa
 import pytest
 
 from browser import open_browser
+from livedaemon import live_daemon
 from helpers import frame, open_pipeline, session
 from recorder import journal as jr
 from recorder.charts import chart_data
@@ -86,12 +87,18 @@ def test_pending_refuses_an_unknown_table(flushed):
 
 
 def test_api_chart_answers_the_contract(flushed):
-    """/api/chart: the last hour by default, ChartData's JSON; a bad request is 400 with one line."""
-    now = dt.datetime.fromtimestamp((T0 + 300 * MS) / 1e6, dt.timezone.utc)
+    """/api/chart: from the market's first row in the last 10 minutes (else 10 minutes back) to now,
+    ChartData's JSON; a bad request is 400 with one line."""
+    now = dt.datetime.fromtimestamp((T0 + 5 * 10**6) / 1e6, dt.timezone.utc)
     with Dataset.open(flushed) as ds:
         status, body = api_chart(ds, {"market": "m1"}, now=now)
-        assert status == 200 and body["start"] == T0 + 300 * MS - 3600 * 10**6 and body["end"] == T0 + 300 * MS
-        assert body["interval"] == 10 * 10**6 and body["series"][0]["values"] == [0.0]  # frame 100's 100 % 100
+        assert status == 200 and body["start"] == T0 + 1 * MS and body["end"] == T0 + 5 * 10**6
+        assert body["interval"] == 100_000 and body["series"][0]["values"] == [0.99, 0.0]  # frames ..99, then 100
+        later = now + dt.timedelta(minutes=10, seconds=1)  # the rows are out of the window
+        assert api_chart(ds, {"market": "m1"}, now=later)[0] == 400
+        status, body = api_chart(ds, {"market": "m1", "start": "2026-01-01T00:00:00Z"}, now=later)
+        assert status == 200 and body["start"] == T0
+        now = dt.datetime.fromtimestamp((T0 + 300 * MS) / 1e6, dt.timezone.utc)
         status, body = api_chart(ds, {"market": "m1", "start": "2026-01-01T00:00:00Z", "interval": "1ms"}, now=now)
         assert sum(v is not None for v in body["series"][0]["values"]) == 100
         assert api_chart(ds, {"market": "m1", "colour": "red"}, now=now) == (
@@ -116,51 +123,55 @@ def test_page_is_self_contained():
     assert "window.recorderLive" in text and "<title>recorder on host</title>" in text
 
 
-BASE = "http://recorder.invalid"
+def _us_now() -> int:
+    return time.time_ns() // 1000
 
 
-def test_live_page_draws_history_then_live_points_and_gaps(flushed):
-    """In Chromium, against the documented API: the feeds table fills, the history is drawn,
-    streamed points extend the lines (a new bucket each), and a gap event shades a gap."""
-    with Dataset.open(flushed) as ds:
-        data = chart_data(ds, "m1", interval="1ms")
-    feeds = {"now": T0 + 200 * MS, "feeds": [{"name": "f1", "venue": "synthetic", "state": "subscribed", "since": T0,
-                                               "last_frame_age": 0.2, "frames": 100, "markets": ["m1"]}]}
-    points = [{"venue": "synthetic", "origin": "synthetic", "outcome": "Yes", "t": T0 + i * MS, "p": 0.5}
-              for i in range(101, 111)]
-    open_gap = {"feed": "f1", "start": T0 + 111 * MS, "end": None}
-    stream = b"retry: 600000\n\n" + b"".join(sse_event("point", p) for p in points) + sse_event("gap", open_gap)
-    requests: list[str] = []
-
-    def api(route):
-        url = route.request.url
-        requests.append(url.removeprefix(BASE))
-        if url == BASE + "/":
-            route.fulfill(status=200, content_type="text/html", body=render_page())
-        elif url.startswith(BASE + "/api/feeds"):
-            route.fulfill(status=200, content_type="application/json", body=json.dumps(feeds))
-        elif url.startswith(BASE + "/api/chart?market=m1&venue=synthetic"):
-            route.fulfill(status=200, content_type="application/json", body=json.dumps(data.to_json()))
-        elif url.startswith(BASE + "/api/stream?market=m1&venue=synthetic"):
-            route.fulfill(status=200, content_type="text/event-stream", body=stream)
-        else:
-            route.fulfill(status=404, body="not in the contract")
-
-    with open_browser() as browser:
+def test_live_page_in_chromium_against_the_daemon(tmp_path):
+    """In Chromium, the page served by the daemon recording the simulators: the feeds table fills,
+    the history from /api/chart is drawn, new points arrive while we watch, and a disconnect of
+    the outpoll simulator (3 s backoff) shows as a gap, live, that the reloaded history agrees with."""
+    with open_browser() as browser, live_daemon(tmp_path, backoff=3.0) as daemon:
         page = browser.new_page(viewport={"width": 1100, "height": 800})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.route(re.compile(".*"), api)
-        page.goto(BASE + "/")
-        page.wait_for_function("window.recorderChart && window.recorderChart.stats().received === 10", timeout=10_000)
-        page.wait_for_function("window.recorderChart.stats().gaps.length === 1", timeout=10_000)
-        stats = page.evaluate("window.recorderChart.stats()")
-        table = page.locator("#feeds").inner_text()
+        with page.expect_response(lambda r: "/api/chart?" in r.url, timeout=15_000) as first:
+            page.goto(daemon.url + "/")
+        history = first.value.json()
+        page.wait_for_function("window.recorderChart && window.recorderLive.state.source", timeout=10_000)
+        assert page.evaluate("[window.recorderLive.state.market, window.recorderLive.state.venue]") == ["evt-1", "outpoll"]
+        drawn = {s["label"]: s["points"] for s in page.evaluate("window.recorderChart.stats()")["series"]}
+        wanted = {s["label"]: sum(v is not None for v in s["values"]) for s in history["series"]}
+        assert set(drawn) == set(wanted) == {"evt-1-yes", "evt-1-no"}
+        assert all(drawn[k] >= wanted[k] >= 5 for k in wanted)  # the history is drawn (plus any live point since)
+        page.wait_for_function("document.querySelector('#feeds').innerText.includes('subscribed')", timeout=5_000)
+
+        # new points arrive while we watch
+        seen = page.evaluate("window.recorderChart.stats().received")
+        page.wait_for_function(f"window.recorderChart.stats().received >= {seen + 10}", timeout=10_000)
+        assert page.evaluate("window.recorderChart.chart.timeScale().getVisibleLogicalRange().to"
+                             " >= window.recorderChart.stats().grid - 2")  # the view follows the new points
+
+        # a disconnect appears as a gap: open while the feeds back off, then closed
+        dropped_at = _us_now()
+        daemon.call(daemon.fleet.outpoll.drop)
+        page.wait_for_function("document.querySelector('#feeds').innerText.includes('backing off')", timeout=5_000)
+        page.wait_for_function(f"window.recorderChart.stats().gaps.some((g) => g.start >= {dropped_at} && g.end === null"
+                               " && g.label.includes('still down'))", timeout=5_000)
+        page.wait_for_function(f"window.recorderChart.stats().gaps.filter((g) => g.start >= {dropped_at})"
+                               ".every((g) => g.end !== null)", timeout=10_000)
+        after = page.evaluate("window.recorderChart.stats().received")
+        page.wait_for_function(f"window.recorderChart.stats().received >= {after + 5}", timeout=10_000)  # and resume
+        live = [g for g in page.evaluate("window.recorderChart.stats().gaps") if g["start"] >= dropped_at]
+
+        # the history now holds the same gap (flushed or still buffered: no hole either way)
+        with page.expect_response(lambda r: "/api/chart?" in r.url, timeout=15_000) as again:
+            page.reload()
+        reloaded = [g for g in again.value.json()["gaps"] if g["start"] >= dropped_at]
     assert errors == []
-    assert "f1" in table and "subscribed" in table and "m1" in table
-    assert requests[:1] == ["/"] and sum(r.startswith("/api/chart") for r in requests) == 1
-    assert stats["series"] == [{"label": "Yes", "points": data.points + 10, "breaks": 0}]
-    assert stats["grid"] > -(-(data.end - data.to_json()["grid_start"]) // data.interval)
-    live_gap = stats["gaps"][-1]
-    assert live_gap["start"] == open_gap["start"] and live_gap["end"] is None and "still down" in live_gap["label"]
-    assert live_gap["x0"] is not None and live_gap["x0"] < live_gap["x1"]
+    assert len(live) == 1 and len(reloaded) == 1  # the feeds' overlapping gaps drawn as one, as the history has it
+    gap = live[0]
+    assert gap["end"] - gap["start"] >= 1_500_000  # the backoff: at least half of 3 s
+    assert gap["x0"] is not None and gap["x1"] - gap["x0"] >= 3 and gap["label"].startswith("gap ")
+    assert (reloaded[0]["start"], reloaded[0]["end"]) == (gap["start"], gap["end"])
+    assert "op-chance" in reloaded[0]["feeds"]

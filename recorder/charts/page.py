@@ -26,7 +26,8 @@ microseconds since the epoch, UTC; nothing secret in any field):
     `ChartData.to_json()` (recorder/charts/data.py) of `chart_data()` over a `PendingDataset`
     (recorder/charts/pending.py): the Parquet files plus the rows still buffered, and the open
     connections as sessions closed now, so there is no hole between history and live points.
-    `start` defaults to 1 hour before now; `end` is now. Errors: 400 with
+    `start` defaults to 10 minutes before now, or the market's first row in those 10 minutes
+    when later (a short history fills the chart); `end` is now. Errors: 400 with
     {"error": "<the RecorderError's one line>"}. `api_chart(ds, params, now=...)` does all of
     this given the PendingDataset and the query parameters.
 
@@ -41,10 +42,16 @@ microseconds since the epoch, UTC; nothing secret in any field):
         a feed carrying the market disconnected (end null: still down) or reconnected (end set).
     event: feeds   data: the /api/feeds document, at most once a second.
 
-    The stream is bounded per client: the daemon keeps a small queue per connection (say 1,000
-    events) and, when it is full, closes that client's stream instead of waiting: a slow or
-    stalled tab never slows the read loop. EventSource reconnects by itself; on every (re)open
-    the page fetches /api/chart again, so nothing is missed across a drop.
+    The stream is bounded per client: the daemon keeps a queue of 1,000 events per connection
+    and, when it is full, closes that client's stream instead of waiting: a slow or stalled tab
+    never slows the read loop. A new stream starts with the last 3 s of the market's events and
+    the gaps still open, so nothing falls between the /api/chart the page fetched and the
+    stream. EventSource reconnects by itself (`retry: 2000`); on every reopen the page fetches
+    /api/chart again, so nothing is missed across a drop. Errors: 400 with {"error": one line}
+    for a missing or unsubscribed market, an unknown venue or parameter.
+
+    The daemon's side (the tap on the pipeline's buffers, the hub, the routes) is
+    recorder/http/live.py.
 """
 
 from __future__ import annotations
@@ -65,7 +72,7 @@ API_FEEDS = "/api/feeds"
 API_CHART = "/api/chart"
 API_STREAM = "/api/stream"
 CHART_PARAMS = ("market", "venue", "start", "end", "interval")
-LIVE_WINDOW = dt.timedelta(hours=1)
+LIVE_WINDOW = dt.timedelta(minutes=10)
 
 
 def render_page(*, title: str = "recorder") -> str:
@@ -95,8 +102,23 @@ def api_chart(ds: Dataset, params: Mapping[str, str], *, now: dt.datetime) -> tu
         return 400, {"error": "/api/chart needs market=<market or event id>"}
     try:
         data = chart_data(ds, params["market"], venue=params.get("venue") or None,
-                          start=params.get("start") or now - LIVE_WINDOW, end=params.get("end") or now,
+                          start=params.get("start") or live_start(ds, params["market"], params.get("venue"), now),
+                          end=params.get("end") or now,
                           interval=params.get("interval") or None, now=now)
     except RecorderError as exc:
         return 400, {"error": str(exc)}
     return 200, data.to_json()
+
+
+def live_start(ds: Dataset, market: str, venue: str | None, now: dt.datetime) -> dt.datetime:
+    """The live chart's default start: LIVE_WINDOW before `now`, or the market's first row after that."""
+    floor = now - LIVE_WINDOW
+    row = ds.sql("""
+        SELECT min(t) AS t FROM (
+            SELECT min(coalesce(ts_event, ts_recv)) AS t FROM chance WHERE market = $market AND ($venue IS NULL OR venue = $venue)
+                AND coalesce(ts_event, ts_recv) >= $floor
+            UNION ALL
+            SELECT min(coalesce(ts_event, ts_recv)) FROM trades WHERE market = $market AND ($venue IS NULL OR venue = $venue)
+                AND coalesce(ts_event, ts_recv) >= $floor)""",
+                 {"market": market, "venue": venue or None, "floor": floor}).column("t")[0].as_py()
+    return floor if row is None or row <= floor else min(row, now - dt.timedelta(seconds=1))

@@ -3,6 +3,8 @@
     GET /metrics   Prometheus text exposition (metrics.py)
     GET /healthz   200 "ok", or 503 with a one-line reason (status.health)
     GET /status    JSON: per feed state and counts, storage (status.status)
+    GET /          the live page, and its /api/feeds, /api/chart, /api/stream (live.py, added by
+                   the supervisor)
 
 `routes(sources)` returns a plain dict (the supervisor builds it); another part (the live page,
 /api/...) adds its own entries to it, exact paths or "prefix/*", with no change to the listener.

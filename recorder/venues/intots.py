@@ -251,3 +251,8 @@ class Decoder:
 
 def make_decoder(spec: FeedSpec) -> Decoder:
     return Decoder(spec)
+
+
+def markets(spec: FeedSpec) -> tuple[str, ...]:
+    """The market a chart stream subscribes to (the live page); other streams carry every market."""
+    return (spec.event_id,) if spec.stream == "chart" and spec.event_id else ()

@@ -502,3 +502,8 @@ _HANDLERS = {
 
 def make_decoder(spec: FeedSpec) -> Decoder:
     return Decoder(spec)
+
+
+def markets(spec: FeedSpec) -> tuple[str, ...]:
+    """The markets (event ids) a feed subscribes to, as the `market` column names them (the live page)."""
+    return tuple(dict.fromkeys([*spec.events, *(e for e, _ in spec.chance_subs), *(e for e, _ in spec.activity_subs)]))

@@ -288,3 +288,12 @@ _HANDLERS = {
 
 def make_decoder(spec: FeedSpec) -> Decoder:
     return Decoder(spec)
+
+
+MARKET_TOPICS = ("predictOrderbook", "polymarketChance", "kalshiChance")
+
+
+def markets(spec: FeedSpec) -> tuple[str, ...]:
+    """The markets named by the feed's topics (the live page): `predictOrderbook/123` -> "123"."""
+    out = [t.partition("/")[2] for t in spec.topics if t.partition("/")[0] in MARKET_TOPICS]
+    return tuple(dict.fromkeys(m for m in out if m))

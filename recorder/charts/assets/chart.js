@@ -40,6 +40,28 @@
     return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
   }
 
+  // Overlapping gaps as one (an open gap, end null, reaches past everything), labelled as
+  // data.py's Gap.label: "gap 2.4 s (op-book, op-chance)", "gap (still down) (4 feeds)".
+  function mergeGaps(gaps) {
+    const open = (g) => (g.end === null ? Infinity : g.end);
+    const merged = [];
+    for (const g of [...gaps].sort((a, b) => a.start - b.start)) {
+      const last = merged[merged.length - 1];
+      if (last && g.start <= open(last)) {
+        last.end = last.end === null || g.end === null ? null : Math.max(last.end, g.end);
+        last.feeds = [...new Set([...last.feeds, ...g.feeds])].sort();
+        last.reasons = [...new Set([...last.reasons, ...(g.reasons || [])])].sort();
+      } else {
+        merged.push({ start: g.start, end: g.end, feeds: [...g.feeds], reasons: [...(g.reasons || [])] });
+      }
+    }
+    for (const g of merged) {
+      const who = g.feeds.length <= 3 ? g.feeds.join(", ") : g.feeds.length + " feeds";
+      g.label = "gap " + (g.end === null ? "(still down)" : duration((g.end - g.start) / 1e6)) + " (" + who + ")";
+    }
+    return merged;
+  }
+
   // One empty slot per bucket from the bucket holding `start` to `end`.
   function gridTimes(data) {
     const out = [];
@@ -114,6 +136,8 @@
       this.element = element;
       this.data = data;
       this.gaps = data.gaps;
+      this.historyGaps = data.gaps;
+      this.liveGaps = {};
       this.lines = {};
       this.withMs = data.interval < 1e6;
       this.chart = LWC.createChart(element, {
@@ -138,6 +162,7 @@
       this.addLines();
       this.addVolume();
       this.chart.timeScale().fitContent();
+      this.followedTo = this.gridCount;
       this.tooltip = this.makeTooltip();
       this.chart.subscribeCrosshairMove((p) => this.showTooltip(p));
     }
@@ -241,13 +266,25 @@
       return this.data.grid_start + Math.floor((us - this.data.grid_start) / iv) * iv;
     }
 
+    // Grow the time axis to the bucket. A view that showed the latest bucket keeps doing so: the
+    // whole range squeezed in when it showed everything, else scrolled (a zoomed-in view stays put).
     extendGrid(bucket) {
+      if (this.gridEnd > bucket) return;
+      const ts = this.chart.timeScale(), range = ts.getVisibleLogicalRange();
+      // (compared with the axis as last followed: the chart applies a fit or scroll only when it
+      // next draws, so several points in one go see the range from before the first)
+      const following = range !== null && range.to >= Math.min(this.gridCount, this.followedTo) - 2;
       while (this.gridEnd <= bucket) {
         this.grid.update({ time: sec(this.gridEnd) });
         this.gridEnd += this.data.interval;
         this.gridCount += 1;
       }
       this.data.end = Math.max(this.data.end, this.gridEnd);
+      if (following) {
+        this.followedTo = this.gridCount;
+        if (range.from <= 0.5) ts.fitContent();
+        else ts.scrollToRealTime();
+      }
     }
 
     gapBetween(a, b) {
@@ -258,18 +295,18 @@
       return g.end === null ? Math.min(Date.now() * 1000, this.gridEnd) : g.end;
     }
 
-    // A gap event: {feed, start, end|null}; end null while the feed is still down.
+    // A gap event: {feed, start, end|null}; end null while the feed is still down. Gaps of
+    // several feeds that overlap (and the history's) are merged, as data.py's merge_gaps does.
     applyGap(e) {
-      const open = this.gaps.find((g) => g.feeds.length === 1 && g.feeds[0] === e.feed && g.start === e.start);
-      const label = (end) => "gap " + (end === null ? "(still down)" : duration((end - e.start) / 1e6)) + " (" + e.feed + ")";
+      this.liveGaps[e.feed + "\u0000" + e.start] = { start: e.start, end: e.end, feeds: [e.feed], reasons: [] };
       this.extendGrid(this.bucketOf(e.end === null ? e.start : e.end));  // the time axis reaches the gap
-      if (open) { open.end = e.end; open.label = label(e.end); }
-      else this.gaps.push({ start: e.start, end: e.end, feeds: [e.feed], reasons: [], label: label(e.end) });
+      this.gaps = mergeGaps([...this.historyGaps, ...Object.values(this.liveGaps)]);
       this.chart.applyOptions({});  // redraw
     }
 
     setGaps(gaps) {
-      this.gaps = gaps;
+      this.historyGaps = gaps;
+      this.gaps = mergeGaps([...gaps, ...Object.values(this.liveGaps)]);
       this.chart.applyOptions({});  // redraw
     }
 
