@@ -69,18 +69,51 @@ _RAW_BATCH_BYTES = 64 * 1024 * 1024
 _TYPECODES = {"int64": "q", "timestamp": "q", "int32": "i", "float64": "d"}
 
 
+class _Levels:
+    """A column of book levels (list<struct<price, size>>) kept flat: every level's price and size
+    in two arrays of doubles, and where each row's levels end. Arrow takes the three as they are."""
+
+    __slots__ = ("offsets", "prices", "sizes")
+
+    def __init__(self) -> None:
+        self.offsets, self.prices, self.sizes = array("i", [0]), array("d"), array("d")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def append(self, levels) -> None:
+        """One row's levels: a sequence of (price, size) pairs of floats."""
+        prices = self.prices
+        prices.extend(map(_PRICE, levels))
+        self.sizes.extend(map(_SIZE, levels))
+        self.offsets.append(len(prices))
+
+    def to_array(self, typ: pa.ListType) -> pa.Array:
+        n, k = len(self), len(self.prices)
+        item = typ.value_type
+        values = pa.StructArray.from_arrays(
+            [pa.Array.from_buffers(pa.float64(), k, [None, pa.py_buffer(self.prices)]),
+             pa.Array.from_buffers(pa.float64(), k, [None, pa.py_buffer(self.sizes)])], fields=list(item))
+        return pa.Array.from_buffers(typ, n, [None, pa.py_buffer(self.offsets)], children=[values])
+
+
+_PRICE, _SIZE = operator.itemgetter(0), operator.itemgetter(1)
+
+
 class Columns:
     """Rows of one table that share their constant columns (feed, connection, origin...), kept
-    column by column: each varying column is a typed array (numbers, no nulls) or a list (strings).
-    A decoder appends one value per varying column per row, through `appenders()`. A timestamp
-    column named in `seconds` takes float seconds and is converted at the end exactly as
-    timeutil.seconds_to_us converts one value (x 1e6, rounded half to even), in one Arrow call.
-    `day_column` (a timestamp column) decides each row's date partition."""
+    column by column: each varying column is a typed array (numbers, no nulls), a list (strings,
+    and the numeric columns named in `nullable`, which may hold None) or flat level buffers (book
+    levels, `_Levels`). A decoder appends one value per varying column per row, through
+    `appenders()`. A timestamp column named in `seconds` takes float seconds and is converted at
+    the end exactly as timeutil.seconds_to_us converts one value (x 1e6, rounded half to even), in
+    one Arrow call. `day_column` (a timestamp column) decides each row's date partition, and
+    `ts_recv` where it is null (as records.py's rows do)."""
 
     __slots__ = ("table", "venue", "consts", "names", "cols", "day_column", "seconds")
 
     def __init__(self, table: str, venue: str, consts: dict[str, Any], day_column: str,
-                 seconds: tuple[str, ...] = ()) -> None:
+                 seconds: tuple[str, ...] = (), nullable: tuple[str, ...] = ()) -> None:
         sch = schema.load(table)
         self.table, self.venue, self.consts, self.day_column, self.seconds = table, venue, consts, day_column, seconds
         self.names = tuple(n for n in sch.file_columns if n not in consts)
@@ -89,8 +122,17 @@ class Columns:
             raise ValueError(f"{table}: day_column {day_column!r} must be a varying timestamp column")
         if any(types.get(n) != "timestamp" or n in consts for n in seconds):
             raise ValueError(f"{table}: {seconds} must all be varying timestamp columns")
-        self.cols = {n: array("d" if n in seconds else _TYPECODES[types[n]]) if types[n] in _TYPECODES else []
-                     for n in self.names}
+        if any(n not in self.names or n in seconds for n in nullable):
+            raise ValueError(f"{table}: {nullable} must all be varying columns, not in seconds")
+        self.cols = {n: self._buffer(types[n], n in seconds, n in nullable) for n in self.names}
+
+    @staticmethod
+    def _buffer(type_name: str, seconds: bool, nullable: bool):
+        if seconds:
+            return array("d")
+        if type_name == "levels":
+            return _Levels()
+        return array(_TYPECODES[type_name]) if type_name in _TYPECODES and not nullable else []
 
     def __len__(self) -> int:
         return len(self.cols[self.day_column])
@@ -119,6 +161,8 @@ class Columns:
                 secs = pa.Array.from_buffers(pa.float64(), n, [None, pa.py_buffer(col)])
                 us = pc.round(pc.multiply(secs, 1e6), round_mode="half_to_even").cast(pa.int64())
                 arrays[name] = us.view(field.type)
+            elif isinstance(col, _Levels):
+                arrays[name] = col.to_array(field.type)
             elif isinstance(col, array):
                 arrays[name] = pa.Array.from_buffers(field.type, n, [None, pa.py_buffer(col)])
             else:
@@ -126,7 +170,10 @@ class Columns:
                 if arr.null_count and not field.nullable:
                     raise ValueError(f"{self.table}.{name} is required but {arr.null_count} rows have none (a decoder bug)")
         batch = pa.RecordBatch.from_arrays([arrays[f.name] for f in sch], schema=sch)
-        stamps = arrays[self.day_column].view(pa.int64())
+        stamps = arrays[self.day_column]
+        if stamps.null_count:
+            stamps = pc.coalesce(stamps, arrays["ts_recv"])
+        stamps = stamps.view(pa.int64())
         bounds = pc.min_max(stamps)
         first, last = bounds["min"].as_py() // timeutil.US_PER_DAY, bounds["max"].as_py() // timeutil.US_PER_DAY
         if first == last:
@@ -189,7 +236,7 @@ class Buffers:
             part.runs, part.run_frames, part.run_bytes = [], 0, 0
 
     def columns(self, table: str, venue: str, consts: tuple[tuple[str, Any], ...], day_column: str,
-                seconds: tuple[str, ...] = ()) -> Columns:
+                seconds: tuple[str, ...] = (), nullable: tuple[str, ...] = ()) -> Columns:
         """The column buffer for rows of `table` with these constant columns ((name, value) pairs),
         for a decoder to append to. Call it once per run of frames: a buffer that has reached
         `batch_rows` rows is turned into batches here and a fresh one handed out. The caller adds
@@ -197,10 +244,10 @@ class Buffers:
         key = (table, venue, consts)
         cols = self._columns.get(key)
         if cols is None:
-            cols = self._columns[key] = Columns(table, venue, dict(consts), day_column, seconds)
+            cols = self._columns[key] = Columns(table, venue, dict(consts), day_column, seconds, nullable)
         elif len(cols) >= self._batch_rows:
             self._seal(key, cols)
-            cols = self._columns[key] = Columns(table, venue, cols.consts, day_column, seconds)
+            cols = self._columns[key] = Columns(table, venue, cols.consts, day_column, seconds, nullable)
         return cols
 
     def _seal(self, key: tuple, cols: Columns) -> None:
