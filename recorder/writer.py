@@ -69,35 +69,15 @@ _RAW_BATCH_BYTES = 64 * 1024 * 1024
 _TYPECODES = {"int64": "q", "timestamp": "q", "int32": "i", "float64": "d"}
 
 
-class _Levels:
-    """A column of book levels (list<struct<price, size>>) kept flat: every level's price and size
-    in two arrays of doubles, and where each row's levels end. Arrow takes the three as they are."""
+class _Levels(list):
+    """A column of book levels (list<struct<price, size>>): each row's levels as the decoder has
+    them, a tuple of (price, size) pairs of floats, appended as they are (one list append per row);
+    Arrow reads them all at once when the batch is sealed."""
 
-    __slots__ = ("offsets", "prices", "sizes")
-
-    def __init__(self) -> None:
-        self.offsets, self.prices, self.sizes = array("i", [0]), array("d"), array("d")
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def append(self, levels) -> None:
-        """One row's levels: a sequence of (price, size) pairs of floats."""
-        prices = self.prices
-        prices.extend(map(_PRICE, levels))
-        self.sizes.extend(map(_SIZE, levels))
-        self.offsets.append(len(prices))
+    __slots__ = ()
 
     def to_array(self, typ: pa.ListType) -> pa.Array:
-        n, k = len(self), len(self.prices)
-        item = typ.value_type
-        values = pa.StructArray.from_arrays(
-            [pa.Array.from_buffers(pa.float64(), k, [None, pa.py_buffer(self.prices)]),
-             pa.Array.from_buffers(pa.float64(), k, [None, pa.py_buffer(self.sizes)])], fields=list(item))
-        return pa.Array.from_buffers(typ, n, [None, pa.py_buffer(self.offsets)], children=[values])
-
-
-_PRICE, _SIZE = operator.itemgetter(0), operator.itemgetter(1)
+        return pa.array(self, type=typ)
 
 
 class Columns:
