@@ -83,6 +83,8 @@ class Feed:
         self._now_ns = wall_clock
         self.connections = 0
         self.url = self.redact(cfg.url)
+        self.paused = False  # waiting for memory (storage.max_memory_mb): not reading its socket
+        self.paused_seconds = 0.0
 
     def _now_us(self) -> int:
         return self._now_ns() // 1000
@@ -162,8 +164,15 @@ class Feed:
         next_check = current_time() + stale / 4
         oldest = current_time()
         seq = 0
+        memory = pipeline.memory
         with trio.move_on_after(stale) as watchdog:
             while True:
+                if memory is not None and memory.over():  # at the memory cap: stop reading (TCP pushes back)
+                    await self._wait_for_memory(memory)
+                    now = current_time()  # time spent waiting on our own memory is not the venue's silence
+                    watchdog.deadline = now + stale
+                    last_data = dict.fromkeys(expected, now)
+                    oldest = now
                 # Every frame already read, stamped with one receive time: they arrived together.
                 texts = await conn.receive_many()
                 ts = now_ns() // 1000
@@ -220,6 +229,15 @@ class Feed:
         result.reason = f"stale: no frame for {stale:g} s"
         log.warning("feed %s: %s; reconnecting", name, result.reason)
         await conn.aclose(1000, "stale")
+
+    async def _wait_for_memory(self, memory) -> None:
+        self.paused = True
+        started = trio.current_time()
+        try:
+            await memory.wait_below(self.cfg.name)
+        finally:
+            self.paused = False
+            self.paused_seconds += trio.current_time() - started
 
     def _journal(self, kind: jr.Kind, conn_id: str, text: str) -> None:
         self.pipeline.ingest(jr.Entry(kind=kind, ts_recv=self._now_us(), seq=0, feed=self.cfg.name,

@@ -45,6 +45,7 @@ class Flush:
 
     partitions: dict[PartitionKey, list[pa.RecordBatch]]
     rows: int
+    nbytes: int = 0  # the batches' Arrow buffers (what the flush holds until it is committed)
 
 
 _ROW_NUMBERS: list[pa.Array] = [pa.array([], pa.int64())]
@@ -61,6 +62,10 @@ def _row_getter(table: str):
     """record -> tuple of its file columns, in one C call."""
     return operator.attrgetter(*schema.load(table).file_columns)
 
+
+# What a buffered row not yet in an Arrow batch is counted as (Buffers.held_bytes): a tuple of
+# Python values, or a row of column buffers; at most batch_rows such rows per partition.
+ROW_BYTES_ESTIMATE = 256
 
 # A raw batch is cut at this many payload bytes, if not at batch_rows frames first: Arrow string
 # offsets are 32-bit, and a few huge frames should not hold much memory.
@@ -172,6 +177,20 @@ class Buffers:
         self._getters = {t: _row_getter(t) for t in schema.TABLES}
         self._schemas = {t: schema.load(t).file_schema for t in schema.TABLES}
         self.rows = 0
+        self._sealed_rows = self._sealed_bytes = 0  # rows (raw frames included) in batches, and their bytes
+        self._run_frames = self._run_bytes = 0  # raw frames in runs not yet batched, and their payload bytes
+
+    @property
+    def held_bytes(self) -> int:
+        """What the buffered rows hold: Arrow batches exactly, raw runs by their payload bytes,
+        other rows by ROW_BYTES_ESTIMATE each."""
+        loose = self.rows - self._sealed_rows - self._run_frames
+        return self._sealed_bytes + self._run_bytes + max(loose, 0) * ROW_BYTES_ESTIMATE
+
+    def _sealed(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        self._sealed_rows += batch.num_rows
+        self._sealed_bytes += batch.nbytes
+        return batch
 
     def add(self, record: Record) -> None:
         ts = record.ts_event if record.ts_event is not None else record.ts_recv
@@ -188,7 +207,7 @@ class Buffers:
         rows.append(row)
         self.rows += 1
         if len(rows) >= self._batch_rows:
-            part.batches.append(self._to_batch(table, rows))
+            part.batches.append(self._sealed(self._to_batch(table, rows)))
             part.rows = []
 
     def add_frames(self, venue: str, day: int, feed: str, ts_recv: int, conn_id: str, first_seq: int,
@@ -210,10 +229,17 @@ class Buffers:
         part.runs.append((feed, ts_recv, conn_id, first_seq, data, lengths, k))
         part.run_frames += k
         part.run_bytes += len(data)
+        self._run_frames += k
+        self._run_bytes += len(data) + 4 * k
         self.rows += k
         if part.run_frames >= self._batch_rows or part.run_bytes >= _RAW_BATCH_BYTES:
-            part.batches.append(runs_to_batch(part.runs, part.run_frames))
-            part.runs, part.run_frames, part.run_bytes = [], 0, 0
+            self._batch_runs(part)
+
+    def _batch_runs(self, part: _Partition) -> None:
+        part.batches.append(self._sealed(runs_to_batch(part.runs, part.run_frames)))
+        self._run_frames -= part.run_frames
+        self._run_bytes -= part.run_bytes + 4 * part.run_frames
+        part.runs, part.run_frames, part.run_bytes = [], 0, 0
 
     def columns(self, table: str, venue: str, consts: tuple[tuple[str, Any], ...], day_column: str,
                 seconds: tuple[str, ...] = (), nullable: tuple[str, ...] = ()) -> Columns:
@@ -240,7 +266,7 @@ class Buffers:
             part = self._parts.get(pkey)
             if part is None:
                 part = self._parts[pkey] = _Partition(table)
-            part.batches.append(batch)
+            part.batches.append(self._sealed(batch))
 
     def _to_batch(self, table: str, rows: list) -> pa.RecordBatch:
         sch = self._schemas[table]
@@ -258,14 +284,15 @@ class Buffers:
         for key, part in self._parts.items():
             batches = part.batches
             if part.rows:
-                batches.append(self._to_batch(part.table, part.rows))
+                batches.append(self._sealed(self._to_batch(part.table, part.rows)))
             if part.runs:
-                batches.append(runs_to_batch(part.runs, part.run_frames))
+                self._batch_runs(part)
             if batches:
                 out[key] = batches
-        flush = Flush(partitions=out, rows=self.rows)
+        flush = Flush(partitions=out, rows=self.rows, nbytes=self._sealed_bytes)
         self._parts = {}
         self.rows = 0
+        self._sealed_rows = self._sealed_bytes = self._run_frames = self._run_bytes = 0
         return flush
 
 
