@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.run import BOTH_TRANSPORTS, LABELS, WEBSOCKETS_ONLY
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -14,6 +16,48 @@ def fmt(x: float | None, digits: int = 0) -> str:
 
 def target(ok: bool) -> str:
     return "met" if ok else "**not met**"
+
+
+def every_message_type(r: dict) -> list[str]:
+    """Issue 15's targets: books, trades (against cryptofeed, from bench-out/peer.json when
+    `make bench-peer` has run) and the small mix, and the realistic mix reported."""
+    ing, rat = r["ingest"], r["ingest_ratios"]
+    if "books" not in rat:
+        return []
+    books, small, real = rat["books"], rat["small"], rat.get("realistic", {})
+    rss = ing["books/websockets/recorder"]["peak_rss_mb"]
+    ws = "recorder/bare, websockets"
+    L = ["", "## Every message type (issue 15)", "",
+         "| target | figure | |", "|---|---|---|",
+         f"| order books (200 markets, 8 levels a side): recorder ≥ 0.5 × bare websockets, peak RSS ≤ 200 MB | "
+         f"{books[ws]:.2f}, {rss:.0f} MB | {target(books[ws] >= 0.5 and rss <= 200)} |",
+         f"| small chance mix no lower than 0.61 × bare websockets | {small[ws]:.2f} | {target(small[ws] >= 0.61)} |"]
+    peer_path = ROOT / "bench-out" / "peer.json"
+    peer = json.loads(peer_path.read_text()) if peer_path.exists() else None
+    if peer and "ratio_best" in peer:
+        L.append(f"| trades: recorder (InTots, ~185 B) ≥ 1.5 × cryptofeed's Parquet rate (Binance aggTrade, ~200 B) | "
+                 f"{peer['ratio_best']:.2f} | {target(peer['ratio_best'] >= 1.5)} |")
+    else:
+        L.append("| trades: recorder ≥ 1.5 × cryptofeed's Parquet rate | not measured: run `make bench-peer` "
+                 f"({(peer or {}).get('skipped', 'no bench-out/peer.json')}) | — |")
+    if real:
+        L += ["", f"Realistic mix (one predict.fun connection: 1,000 outcomes, two book pushes of 3-10 levels a side "
+              f"for every Polymarket / Kalshi chance point, settled orders as trades): recorder / bare websockets "
+              f"{real[ws]:.2f}."]
+    if peer and "ratio_best" in peer:
+        cf, rec = peer["runs"]["cryptofeed"], peer["runs"]["recorder"]
+        L += ["", f"### Against cryptofeed (`make bench-peer`: `{peer['command']}`)", "",
+              f"cryptofeed on Python {peer['python']} records a loopback Binance-style aggTrade stream to Parquet "
+              "(its Binance feed, a trades callback, pyarrow every 100,000 trades); the recorder records InTots trade "
+              "frames of the same size, journaled and fsynced, every raw frame kept. Same senders, same pinning, "
+              f"{peer['frames']:,} frames a run, the two taking turns.", "",
+              "| | best run | every run (frames/s) | peak RSS |", "|---|---|---|---|",
+              f"| cryptofeed | {fmt(peer['best']['cryptofeed']['rate'])} | {', '.join(fmt(x['rate']) for x in cf)} | "
+              f"{peer['best']['cryptofeed']['peak_rss_mb']:.0f} MB |",
+              f"| recorder | {fmt(peer['best']['recorder']['rate'])} | {', '.join(fmt(x['rate']) for x in rec)} | "
+              f"{peer['best']['recorder']['peak_rss_mb']:.0f} MB |", "",
+              "Recorder / cryptofeed, round by round: " + ", ".join(f"{x:.2f}" for x in peer["ratio_by_round"]) + "."]
+    return L
 
 
 def main() -> None:
@@ -29,9 +73,14 @@ def main() -> None:
          "round; every run is in bench-out/results.json.", "",
          "| mix | transport | bare client | full recorder | recorder / bare, same transport | event-loop CPU per frame, "
          "bare / recorder |", "|---|---|---|---|---|---|"]
-    for mix, label in (("small", "small chance updates (~95 B)"), ("book", "order books (~300 B)")):
+    for mix in BOTH_TRANSPORTS + WEBSOCKETS_ONLY:
+        label = LABELS[mix]
         for t in ("websockets", "trio-websocket"):
+            if f"{mix}/{t}/bare" not in ing:  # a mix measured on websockets only, or a results.json from before it
+                continue
             bare_run, rec_run = ing[f"{mix}/{t}/bare"], ing[f"{mix}/{t}/recorder"]
+            if t == "websockets" and "peak_rss_mb" in rec_run:
+                label = f"{LABELS[mix]}; recorder peak RSS {rec_run['peak_rss_mb']:.0f} MB"
             b, c = bare_run["rate"], rec_run["rate"]
             cpu = (f"{bare_run['loop_cpu_us_per_frame']:.1f} / {rec_run['loop_cpu_us_per_frame']:.1f} µs"
                    if "loop_cpu_us_per_frame" in rec_run else "—")
@@ -55,6 +104,7 @@ def main() -> None:
              if s['recorder/bare, websockets'] >= 0.5 else "its own work per frame is still larger than the faster transport's."),
           "", "Where the recorder's time per frame goes on websockets, and what changed, is written up in "
           "docs/PROFILE.md (py-spy of the event loop during this benchmark)."]
+    L += every_message_type(r)
     m = mem
     L += ["", f"## Memory and latency ({m['websockets']['frames']:,} small frames, default flush policy)", "",
           "| transport | peak RSS | receive → fsynced journal p50 / p99 | receive → visible in a query p50 / p99 |",
