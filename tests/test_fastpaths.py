@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.pipeline import Pipeline
-from recorder.venues import intots, predictfun
+from recorder.venues import intots, outpoll, predictfun
 from recorder.writer import Buffers, Columns
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2000")) // 4
@@ -196,16 +196,49 @@ def test_level_columns_become_arrow_lists_of_price_size_structs():
 
 
 def test_well_formed_pushes_and_trades_take_the_fast_path():
-    """The common frames (a book with a settlement, a relayed chance, a live trade) never reach
-    slow(): the property tests above compare something the fast path really did."""
+    """The common frames (a book with a settlement, a relayed chance, a live trade, Outpoll book
+    snapshots and deltas) never reach slow(): the property tests above compare something the fast
+    path really did."""
     from bench.sender import payloads
     from recorder.venues.base import FrameMeta
 
     cases = [(predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/123",))), "predictfun",
               [p.decode() for p in payloads("book", 50)] + [
                   '{"type":"M","topic":"kalshiChance/7","data":{"percentage":12,"timestamp":1736696400000}}']),
-             (intots.make_decoder(intots.FeedSpec(stream="trades")), "intots", [p.decode() for p in payloads("trades", 50)])]
+             (intots.make_decoder(intots.FeedSpec(stream="trades")), "intots", [p.decode() for p in payloads("trades", 50)]),
+             (outpoll.make_decoder(outpoll.FeedSpec(stream="order_book", events=("ev",))), "outpoll",
+              ['{"t":"PRICES_DATA","e":"ev","d":[{"o":"y","c":0.55,"b":0.54,"a":0.56},{"o":"n","c":0.45,"b":0.44,"a":0.46}]}',
+               '{"t":"PRICES_DATA_DELTA","e":"ev","d":[{"o":"y","b":0.53}]}'])]
     for decoder, venue, texts in cases:
         b, slow = Buffers(), []
         meta = FrameMeta(venue=venue, feed="f", conn_id="c", seq=1, ts_recv=TS)
         assert decoder.decode_run(texts, meta, b, slow.append) >= len(texts) and slow == []
+
+
+# --- Outpoll order books: snapshots and deltas merged into per-outcome state --------------------
+
+price_values = st.one_of(spelled([0.55, 0.5, 0.0, 1.0, 0.30000000000000004, 1e308]),
+                         st.sampled_from(["null", '"0.5"', "true", "1e400", "[]"]))
+price_items = st.builds(
+    lambda o, c, b, a: "{" + ",".join(x for x in [o, c, b, a] if x) + "}",
+    st.sampled_from(['"o":"y"', '"o":"n"', '"o":7', '"o":null', '"o":18446744073709551616', '"o":"\\u00e9"', ""]),
+    st.one_of(st.just(""), price_values.map(lambda v: f'"c":{v}')),
+    st.one_of(st.just(""), price_values.map(lambda v: f'"b":{v}')),
+    st.one_of(st.just(""), price_values.map(lambda v: f'"a":{v}')))
+outpoll_books = st.one_of(
+    st.builds(lambda t, e, items: f'{{"t":"{t}","e":{e},"d":[{",".join(items)}]}}',
+              st.sampled_from(["PRICES_DATA", "PRICES_DATA_DELTA"]), st.sampled_from(['"ev"', '"ev2"', "5", "null"]),
+              st.lists(price_items, max_size=3)),
+    st.sampled_from(['{"t":"PING"}', '{"t":"SUBSCRIBED","e":"ev"}', "not json", '{"t":"PRICES_DATA","e":"ev"}',
+                     '{"t":"PRICES_DATA","e":"ev","d":{}}', '{"t":"prices_data","e":"ev","d":[{"o":"y","b":0.4}]}',
+                     '{"t":"PRICES_DATA_DELTA","e":"ev","d":[{"o":"y","b":0.4}],"t":"PRICES_DATA"}',
+                     '{"t":"PRICES_DATA_DELTA","e":"ev","d":[{"o":"y","b":NaN}]}']))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(outpoll_books, min_size=1, max_size=6), min_size=1, max_size=4))
+def test_outpoll_book_run_decoder_equals_decoding_frame_by_frame(tmp_path_factory, runs):
+    """Outpoll order-book snapshots and deltas: decode_run gives exactly the tables, counts, rejects
+    and per-outcome book state that decode() frame by frame gives."""
+    make = lambda: outpoll.make_decoder(outpoll.FeedSpec(stream="order_book", events=("ev",)))  # noqa: E731
+    assert_same(tmp_path_factory, make, runs, "outpoll")
