@@ -197,7 +197,7 @@ def test_level_columns_become_arrow_lists_of_price_size_structs():
 
 def test_well_formed_pushes_and_trades_take_the_fast_path():
     """The common frames (a book with a settlement, a relayed chance, a live trade, Outpoll book
-    snapshots and deltas) never reach slow(): the property tests above compare something the fast
+    snapshots, deltas and trade prints, an asset price) never reach slow(): the property tests above compare something the fast
     path really did."""
     from bench.sender import payloads
     from recorder.venues.base import FrameMeta
@@ -208,7 +208,11 @@ def test_well_formed_pushes_and_trades_take_the_fast_path():
              (intots.make_decoder(intots.FeedSpec(stream="trades")), "intots", [p.decode() for p in payloads("trades", 50)]),
              (outpoll.make_decoder(outpoll.FeedSpec(stream="order_book", events=("ev",))), "outpoll",
               ['{"t":"PRICES_DATA","e":"ev","d":[{"o":"y","c":0.55,"b":0.54,"a":0.56},{"o":"n","c":0.45,"b":0.44,"a":0.46}]}',
-               '{"t":"PRICES_DATA_DELTA","e":"ev","d":[{"o":"y","b":0.53}]}'])]
+               '{"t":"PRICES_DATA_DELTA","e":"ev","d":[{"o":"y","b":0.53}]}']),
+             (outpoll.make_decoder(outpoll.FeedSpec(stream="last_trades")), "outpoll",
+              ['{"t":"TRADE","e":"ev","o":"y","d":{"id":"t1","p":0.61,"q":25,"s":"BUY","ts":1712160300}}']),
+             (intots.make_decoder(intots.FeedSpec(stream="asset_price", symbol="BTCUSDT")), "intots",
+              ['{"type":"price_update","symbol":"BTCUSDT","price":8734521}'])]
     for decoder, venue, texts in cases:
         b, slow = Buffers(), []
         meta = FrameMeta(venue=venue, feed="f", conn_id="c", seq=1, ts_recv=TS)
@@ -242,3 +246,44 @@ def test_outpoll_book_run_decoder_equals_decoding_frame_by_frame(tmp_path_factor
     and per-outcome book state that decode() frame by frame gives."""
     make = lambda: outpoll.make_decoder(outpoll.FeedSpec(stream="order_book", events=("ev",)))  # noqa: E731
     assert_same(tmp_path_factory, make, runs, "outpoll")
+
+
+# --- Outpoll trade prints (activity, last trades) and InTots asset prices ----------------------
+
+trade_prints = st.builds(
+    lambda e, o, i, p, q, s, ts: '{"t":"TRADE",' + ",".join(x for x in [e, o, '"d":{' + ",".join(
+        x for x in [i, p, q, s, ts] if x) + "}"] if x) + "}",
+    st.sampled_from(['"e":"ev"', '"e":5', '"e":null', '"e":18446744073709551616', ""]),
+    st.sampled_from(['"o":"y"', '"o":["y"]', '"o":[]', '"o":[7,"x"]', '"o":null', '"o":{}', '"o":[{}]', ""]),
+    st.sampled_from(['"id":"t1"', '"id":"t2"', '"id":3', '"id":null', '"id":1.5', '"id":18446744073709551616', ""]),
+    st.one_of(st.just(""), price_values.map(lambda v: f'"p":{v}')),
+    st.one_of(st.just(""), price_values.map(lambda v: f'"q":{v}')),
+    st.sampled_from(['"s":"BUY"', '"s":null', '"s":1', ""]),
+    st.one_of(st.just(""), spelled([1712160300.0, 1712160300.5, 0.0, -1e200, 9.3e12, 9.3e15, None, "1"])
+              .map(lambda t: f'"ts":{t}')))
+outpoll_trades = st.one_of(trade_prints, st.sampled_from(
+    ['{"t":"PING"}', '{"t":"SUBSCRIBED","e":"ev"}', "not json", '{"t":"TRADE","e":"ev"}', '{"t":"trade","e":"ev","d":{}}']))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(outpoll_trades, min_size=1, max_size=6), min_size=1, max_size=4))
+def test_outpoll_trade_run_decoder_equals_decoding_frame_by_frame(tmp_path_factory, runs):
+    """Outpoll trade prints: decode_run gives exactly the tables, counts, rejects and trade-id window
+    that decode() frame by frame gives."""
+    make = lambda: outpoll.make_decoder(outpoll.FeedSpec(stream="last_trades"))  # noqa: E731
+    assert_same(tmp_path_factory, make, runs, "outpoll")
+
+
+price_updates = st.one_of(
+    st.builds(lambda p, s: '{"type":"price_update",' + ",".join(x for x in [p, s] if x) + "}",
+              st.one_of(st.just(""), price_values.map(lambda v: f'"price":{v}')),
+              st.sampled_from(['"symbol":"BTCUSDT"', '"symbol":"ETHUSDT"', '"symbol":null', '"symbol":7', ""])),
+    st.sampled_from(['{"type":"trade","trade":{}}', "not json", '{"type":"price_update"}']))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(price_updates, min_size=1, max_size=6), min_size=1, max_size=4))
+def test_intots_price_run_decoder_equals_decoding_frame_by_frame(tmp_path_factory, runs):
+    """InTots asset prices: decode_run gives exactly the tables, counts and rejects decode() gives."""
+    make = lambda: intots.make_decoder(intots.FeedSpec(stream="asset_price", symbol="BTCUSDT"))  # noqa: E731
+    assert_same(tmp_path_factory, make, runs, "intots")

@@ -111,7 +111,9 @@ class Decoder:
         # only appends its tuple (no hashing, no JSON); the counts are made when history arrives.
         self.recent: collections.deque[tuple] = collections.deque(maxlen=RECENT_TRADES)
         self.points = Bounded(50_000)
-        if spec.stream != "trades":
+        if spec.stream == "asset_price":
+            self.decode_run = self._price_run
+        elif spec.stream != "trades":
             self.decode_run = None
 
     def state(self) -> dict:
@@ -174,6 +176,35 @@ class Decoder:
             a_minor(amount)
             a_trader(trader)
             remember((market, event, outcome, amount, trader))
+            n += 1
+        return n
+
+    def _price_run(self, texts: list[str], meta: FrameMeta, buffers, slow) -> int:
+        """A run of an asset price feed (base.Decoder.decode_run): well-formed price updates parsed
+        by msgspec and appended column by column; anything else goes to slow(i), in order."""
+        first, ts_recv, scale, default = meta.seq, meta.ts_recv, self.spec.price_scale, self.spec.symbol
+        parse = _PRICE_UPDATE.decode
+        appends = None
+        n = 0
+        for i, text in enumerate(texts):
+            try:
+                msg = parse(text)
+            except ValueError:  # msgspec's DecodeError and ValidationError
+                slow(i)
+                continue
+            symbol = default if msg.symbol is msgspec.UNSET else msg.symbol
+            if symbol is None:  # no symbol in the frame nor the config: the checked path's error
+                slow(i)
+                continue
+            if appends is None:
+                cols = buffers.columns("prices", meta.venue, (("feed", meta.feed), ("conn_id", meta.conn_id),
+                                                              ("ts_event", None)), "ts_recv")
+                a_recv, a_seq, a_symbol, a_price = cols.appenders("ts_recv", "seq", "symbol", "price")
+                appends = True
+            a_recv(ts_recv)
+            a_seq(first + i)
+            a_symbol(symbol)
+            a_price(msg.price * scale)
             n += 1
         return n
 
@@ -273,6 +304,14 @@ class _LiveTrade(msgspec.Struct, tag_field="type", tag="trade", gc=False):
 
 
 _LIVE_TRADE = msgspec.json.Decoder(_LiveTrade)
+
+
+class _PriceUpdate(msgspec.Struct, tag_field="type", tag="price_update", gc=False):
+    price: float
+    symbol: str | msgspec.UnsetType = msgspec.UNSET
+
+
+_PRICE_UPDATE = msgspec.json.Decoder(_PriceUpdate)
 
 
 def make_decoder(spec: FeedSpec) -> Decoder:

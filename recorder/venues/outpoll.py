@@ -228,6 +228,8 @@ class Decoder:
         self.trades = Bounded(20_000)  # trade ids recorded
         if spec.stream == "order_book":  # snapshots and deltas: see _book_run
             self.decode_run = self._book_run
+        elif spec.stream in ("activity", "last_trades"):
+            self.decode_run = self._trade_run
         elif spec.stream != "chance":  # only chance streams are nearly all live points
             self.decode_run = None
 
@@ -460,6 +462,59 @@ class Decoder:
                       notional=None if price is None or size is None else price * size, trade_id=trade_id,
                       **meta.common())]
 
+    def _trade_run(self, texts: list[str], meta: FrameMeta, buffers, slow) -> int:
+        """A run of an activity or last-trades stream (base.Decoder.decode_run): well-formed trade
+        prints are parsed by msgspec, deduplicated by id as _trade does and appended column by
+        column; anything else goes to slow(i), in order, before any state is touched."""
+        first, ts_recv = meta.seq, meta.ts_recv  # slow() moves meta.seq
+        parse, add_new = _TRADE.decode, self.trades.add_new
+        appends = None
+        n = 0
+        for i, text in enumerate(texts):
+            try:
+                msg = parse(text)
+            except ValueError:  # msgspec's DecodeError and ValidationError
+                slow(i)
+                continue
+            d, market, outcome = msg.d, msg.e, msg.o
+            if type(outcome) is list:
+                outcome = outcome[0] if outcome else None
+            trade_id, ts = d.id, d.ts
+            if ts is not None:
+                ts = ts * 1_000_000
+                if not -_MAX_US <= ts <= _MAX_US:
+                    slow(i)
+                    continue
+                ts = round(ts)
+            if any(type(v) is int and not _INT_MIN <= v < _INT_END for v in (market, outcome, trade_id)):
+                slow(i)
+                continue
+            if trade_id is not None:
+                trade_id = trade_id if type(trade_id) is str else str(trade_id)
+                if not add_new(trade_id):
+                    continue
+            if appends is None:
+                cols = buffers.columns("trades", meta.venue, (("feed", meta.feed), ("conn_id", meta.conn_id),
+                                                              ("event", None), ("notional_minor", None),
+                                                              ("trader", None), ("source", "live")),
+                                       "ts_event", nullable=("ts_event", "price", "size", "notional"))
+                a_ts, a_recv, a_seq, a_market, a_outcome, a_side, a_price, a_size, a_notional, a_id = cols.appenders(
+                    "ts_event", "ts_recv", "seq", "market", "outcome", "side", "price", "size", "notional", "trade_id")
+                appends = True
+            price, size = d.p, d.q
+            a_ts(ts)
+            a_recv(ts_recv)
+            a_seq(first + i)
+            a_market(market if type(market) is str else str(market))
+            a_outcome(outcome if outcome is None or type(outcome) is str else str(outcome))
+            a_side(d.s)
+            a_price(price)
+            a_size(size)
+            a_notional(None if price is None or size is None else price * size)
+            a_id(trade_id)
+            n += 1
+        return n
+
     # private -------------------------------------------------------------------------------
     def _account(self, meta: FrameMeta, kind: str, payload: Any, *, order_id: str | None, status: str | None,
                  market: str | None = None) -> Account:
@@ -532,6 +587,24 @@ _PRICES = msgspec.json.Decoder(_Snapshot | _Delta)
 _NO_PRICES = {"c": None, "b": None, "a": None}
 # Integer ids outside [-2**63, 2**64) are floats to the checked path's parser (orjson): left to it.
 _INT_MIN, _INT_END = -(2**63), 2**64
+
+class _TradeData(msgspec.Struct, gc=False):
+    id: str | int | None = None
+    p: float | None = None
+    q: float | None = None
+    s: str | None = None
+    ts: float | None = None
+
+
+class _TradePrint(msgspec.Struct, tag_field="t", tag=ASSUMED_TRADE_TYPE, gc=False):
+    e: str | int
+    d: _TradeData
+    o: str | int | None | list[str | int | None] = None
+
+
+# A trade print of plain values as a typed struct, or a ValueError (that frame goes the checked way).
+_TRADE = msgspec.json.Decoder(_TradePrint)
+_MAX_US = 2**63 - 1  # timeutil.MAX_US
 
 _HANDLERS = {
     "PRICES_DATA": Decoder._snapshot,
