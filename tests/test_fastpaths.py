@@ -287,3 +287,77 @@ def test_intots_price_run_decoder_equals_decoding_frame_by_frame(tmp_path_factor
     """InTots asset prices: decode_run gives exactly the tables, counts and rejects decode() gives."""
     make = lambda: intots.make_decoder(intots.FeedSpec(stream="asset_price", symbol="BTCUSDT"))  # noqa: E731
     assert_same(tmp_path_factory, make, runs, "intots")
+
+
+# --- The transport's own frame reader against websockets' parser --------------------------------
+
+def _server_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = False) -> bytes:
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | rsv | opcode])
+    m = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([m | n])
+    elif n < 65536:
+        head += bytes([m | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([m | 127]) + n.to_bytes(8, "big")
+    return head + (b"\0\0\0\0" if mask else b"") + payload
+
+
+ws_frames = st.sampled_from([
+    _server_frame(1, b'{"t":"UPDATE_HISTORY","e":"ev"}'), _server_frame(1, "é€😀".encode()), _server_frame(1, b""),
+    _server_frame(1, b"x" * 200), _server_frame(1, b"y" * 70_000), _server_frame(1, b"z" * 2000),  # 2000 > limit
+    _server_frame(2, b"\x00\x01"), _server_frame(9, b"ping"), _server_frame(10, b"pong"),
+    _server_frame(1, b"frag-", fin=False), _server_frame(0, b"ment", fin=False), _server_frame(0, b"-end"),
+    _server_frame(1, b"\xff\xfe"), _server_frame(1, b"rsv", rsv=0x40), _server_frame(1, b"masked", mask=True),
+    _server_frame(3, b"bad opcode"), _server_frame(8, (1000).to_bytes(2, "big") + b"bye")])
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ws_frames, max_size=12), st.lists(st.integers(1, 400), max_size=20))
+def test_transport_reader_equals_the_protocol_parsing_every_frame(frames, cuts):
+    """Whatever the server sends (text, fragments, control frames, binary, oversized, bad UTF-8,
+    reserved bits, masking, a close), cut into reads anywhere: the transport's own reader gives
+    the same messages, replies, close and end state as websockets' parser given every byte."""
+    from websockets.client import ClientProtocol
+    from websockets.protocol import State
+    from websockets.uri import parse_uri
+
+    from recorder.transport.sansio import SansIOConnection
+
+    data = b"".join(frames)
+    chunks, at = [], 0
+    for c in cuts:
+        chunks.append(data[at : at + c])
+        at += c
+    chunks.append(data[at:])
+
+    def run(fast: bool):
+        proto = ClientProtocol(parse_uri("ws://127.0.0.1:1/ws"), state=State.OPEN, max_size=1000)
+        conn = SansIOConnection(None, proto, 1000)
+        conn.own_reader = fast
+        for chunk in chunks:
+            if chunk:
+                conn._receive(chunk)
+        if conn._pending:
+            proto.receive_data(conn._pending)
+        proto.receive_eof()
+        conn._take_events()
+        return list(conn._messages), _unmasked(b"".join(proto.data_to_send())), proto.state, proto.close_code, conn._fragments
+
+    assert run(True) == run(False)
+
+
+def _unmasked(data: bytes) -> list[tuple[int, bytes]]:
+    """The client's frames (pongs, close) as (first byte, payload): their masks are random."""
+    out, i = [], 0
+    while i < len(data):
+        n, h = data[i + 1] & 0x7F, 2
+        if n >= 126:
+            h = 4 if n == 126 else 10
+            n = int.from_bytes(data[i + 2 : i + h], "big")
+        mask = data[i + h : i + h + 4]
+        payload = bytes(b ^ mask[k % 4] for k, b in enumerate(data[i + h + 4 : i + h + 4 + n]))
+        out.append((data[i], payload))
+        i += h + 4 + n
+    return out
