@@ -74,13 +74,13 @@ def main() -> None:
          "| mix | transport | bare client | full recorder | recorder / bare, same transport | event-loop CPU per frame, "
          "bare / recorder |", "|---|---|---|---|---|---|"]
     for mix in BOTH_TRANSPORTS + WEBSOCKETS_ONLY:
-        label = LABELS[mix]
         for t in ("websockets", "trio-websocket"):
             if f"{mix}/{t}/bare" not in ing:  # a mix measured on websockets only, or a results.json from before it
                 continue
             bare_run, rec_run = ing[f"{mix}/{t}/bare"], ing[f"{mix}/{t}/recorder"]
+            label = LABELS[mix]
             if t == "websockets" and "peak_rss_mb" in rec_run:
-                label = f"{LABELS[mix]}; recorder peak RSS {rec_run['peak_rss_mb']:.0f} MB"
+                label += f"; recorder peak RSS {rec_run['peak_rss_mb']:.0f} MB"
             b, c = bare_run["rate"], rec_run["rate"]
             cpu = (f"{bare_run['loop_cpu_us_per_frame']:.1f} / {rec_run['loop_cpu_us_per_frame']:.1f} µs"
                    if "loop_cpu_us_per_frame" in rec_run else "—")
@@ -89,7 +89,10 @@ def main() -> None:
         f"{k} {', '.join(f'{x:,}' for x in v['runs'])}" for k, v in ing.items() if "runs" in v) + "."]
     s, bk = rat["small"], rat["book"]
     vs_tw = "recorder on websockets / bare trio-websocket"
-    L += ["", "The full recorder journals, decodes, buffers and writes Parquet; bare clients read and discard.", "",
+    L += ["", "The full recorder journals, decodes, buffers and writes Parquet; bare clients read and discard. The "
+          "bare websockets client reads every frame with the websockets library's own parser; the recorder's "
+          "websockets transport cuts plain text frames out of each read itself (recorder/transport/sansio.py). "
+          f"Pinning: {r.get('pinning', 'none')}.", "",
           "| target | figure | |", "|---|---|---|",
           f"| issue 5: recorder / bare trio-websocket client ≥ 0.85 | {s[vs_tw]:.2f} small, {bk[vs_tw]:.2f} book "
           f"(recorder on its default transport, websockets) | {target(min(s[vs_tw], bk[vs_tw]) >= 0.85)} |",
