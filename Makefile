@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo demo-serve test soak bench clean
+.PHONY: install system-deps demo demo-serve test soak bench bench-peer clean
 
 # Debian packages of the services some tests run for real (PostgreSQL for the lake, Prometheus and
 # promtool for metrics and alert rules, Chromium for the pages). Needs root and apt-get; without
@@ -49,6 +49,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.report
 	$(BIN)/python -m bench.lake  # lake commit latency (1/4/8 writers) and lake vs plain ingest: bench-out/lake.json
+
+# The recorder against cryptofeed (in a throw-away venv on Python 3.13+) on trades, same run, same pinning.
+bench-peer: $(STAMP)
+	$(BIN)/python -m bench.peer
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis demo-data bench-out

@@ -1,6 +1,6 @@
 """One benchmark client run, in its own process so its peak RSS is its own. Prints one JSON line.
 
-    python -m bench.client --mode bare|recorder --transport websockets|trio-websocket --mix small|book
+    python -m bench.client --mode bare|recorder --transport websockets|trio-websocket --mix MIX (bench/sender.py)
                            --url ws://127.0.0.1:PORT --frames M [--root DIR]
 """
 
@@ -32,6 +32,8 @@ async def bare(url: str, transport: str, frames: int) -> dict:
     n = 0
     t_first = t_last = None
     async with open_connection(url, transport=transport) as conn:
+        if hasattr(conn, "own_reader"):  # the reference is the websockets library reading every frame itself
+            conn.own_reader = False
         try:
             await conn.receive()
             t_first = time.perf_counter()
@@ -54,7 +56,9 @@ def feed_for(mix: str, url: str, transport: str) -> dict:
     if mix == "small":
         return {"name": "bench", "venue": "outpoll", "stream": "chance",
                 "subscriptions": [{"event": "evt-1", "outcomes": ["evt-1-yes"]}], **common}
-    return {"name": "bench", "venue": "predictfun", "topics": ["predictOrderbook/123"], **common}
+    if mix == "trades":
+        return {"name": "bench", "venue": "intots", "stream": "trades", **common}
+    return {"name": "bench", "venue": "predictfun", "topics": ["predictOrderbook/123"], **common}  # book, books, realistic
 
 
 async def recorder(url: str, transport: str, mix: str, frames: int, root: Path, storage: dict,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.run import BOTH_TRANSPORTS, LABELS, WEBSOCKETS_ONLY
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,6 +34,48 @@ def metrics_section(mc: dict) -> list[str]:
             + ", ".join(f"{x:,}" for x in mc["off"]["runs"]) + "; on " + ", ".join(f"{x:,}" for x in mc["on"]["runs"]) + "."]
 
 
+def every_message_type(r: dict) -> list[str]:
+    """Issue 15's targets: books, trades (against cryptofeed, from bench-out/peer.json when
+    `make bench-peer` has run) and the small mix, and the realistic mix reported."""
+    ing, rat = r["ingest"], r["ingest_ratios"]
+    if "books" not in rat:
+        return []
+    books, small, real = rat["books"], rat["small"], rat.get("realistic", {})
+    rss = ing["books/websockets/recorder"]["peak_rss_mb"]
+    ws = "recorder/bare, websockets"
+    L = ["", "## Every message type (issue 15)", "",
+         "| target | figure | |", "|---|---|---|",
+         f"| order books (200 markets, 8 levels a side): recorder ≥ 0.5 × bare websockets, peak RSS ≤ 200 MB | "
+         f"{books[ws]:.2f}, {rss:.0f} MB | {target(books[ws] >= 0.5 and rss <= 200)} |",
+         f"| small chance mix no lower than 0.61 × bare websockets | {small[ws]:.2f} | {target(small[ws] >= 0.61)} |"]
+    peer_path = ROOT / "bench-out" / "peer.json"
+    peer = json.loads(peer_path.read_text()) if peer_path.exists() else None
+    if peer and "ratio_best" in peer:
+        L.append(f"| trades: recorder (InTots, ~185 B) ≥ 1.5 × cryptofeed's Parquet rate (Binance aggTrade, ~200 B) | "
+                 f"{peer['ratio_best']:.2f} | {target(peer['ratio_best'] >= 1.5)} |")
+    else:
+        L.append("| trades: recorder ≥ 1.5 × cryptofeed's Parquet rate | not measured: run `make bench-peer` "
+                 f"({(peer or {}).get('skipped', 'no bench-out/peer.json')}) | — |")
+    if real:
+        L += ["", f"Realistic mix (one predict.fun connection: 1,000 outcomes, two book pushes of 3-10 levels a side "
+              f"for every Polymarket / Kalshi chance point, settled orders as trades): recorder / bare websockets "
+              f"{real[ws]:.2f}."]
+    if peer and "ratio_best" in peer:
+        cf, rec = peer["runs"]["cryptofeed"], peer["runs"]["recorder"]
+        L += ["", f"### Against cryptofeed (`make bench-peer`: `{peer['command']}`)", "",
+              f"cryptofeed on Python {peer['python']} records a loopback Binance-style aggTrade stream to Parquet "
+              "(its Binance feed, a trades callback, pyarrow every 100,000 trades); the recorder records InTots trade "
+              "frames of the same size, journaled and fsynced, every raw frame kept. Same senders, same pinning, "
+              f"{peer['frames']:,} frames a run, the two taking turns.", "",
+              "| | best run | every run (frames/s) | peak RSS |", "|---|---|---|---|",
+              f"| cryptofeed | {fmt(peer['best']['cryptofeed']['rate'])} | {', '.join(fmt(x['rate']) for x in cf)} | "
+              f"{peer['best']['cryptofeed']['peak_rss_mb']:.0f} MB |",
+              f"| recorder | {fmt(peer['best']['recorder']['rate'])} | {', '.join(fmt(x['rate']) for x in rec)} | "
+              f"{peer['best']['recorder']['peak_rss_mb']:.0f} MB |", "",
+              "Recorder / cryptofeed, round by round: " + ", ".join(f"{x:.2f}" for x in peer["ratio_by_round"]) + "."]
+    return L
+
+
 def main() -> None:
     r = json.loads((ROOT / "bench-out" / "results.json").read_text())
     ing, rat, mem, rec = r["ingest"], r["ingest_ratios"], r["memory"], r["recovery"]
@@ -45,9 +89,14 @@ def main() -> None:
          "round; every run is in bench-out/results.json.", "",
          "| mix | transport | bare client | full recorder | recorder / bare, same transport | event-loop CPU per frame, "
          "bare / recorder |", "|---|---|---|---|---|---|"]
-    for mix, label in (("small", "small chance updates (~95 B)"), ("book", "order books (~300 B)")):
+    for mix in BOTH_TRANSPORTS + WEBSOCKETS_ONLY:
         for t in ("websockets", "trio-websocket"):
+            if f"{mix}/{t}/bare" not in ing:  # a mix measured on websockets only, or a results.json from before it
+                continue
             bare_run, rec_run = ing[f"{mix}/{t}/bare"], ing[f"{mix}/{t}/recorder"]
+            label = LABELS[mix]
+            if t == "websockets" and "peak_rss_mb" in rec_run:
+                label += f"; recorder peak RSS {rec_run['peak_rss_mb']:.0f} MB"
             b, c = bare_run["rate"], rec_run["rate"]
             cpu = (f"{bare_run['loop_cpu_us_per_frame']:.1f} / {rec_run['loop_cpu_us_per_frame']:.1f} µs"
                    if "loop_cpu_us_per_frame" in rec_run else "—")
@@ -56,7 +105,10 @@ def main() -> None:
         f"{k} {', '.join(f'{x:,}' for x in v['runs'])}" for k, v in ing.items() if "runs" in v) + "."]
     s, bk = rat["small"], rat["book"]
     vs_tw = "recorder on websockets / bare trio-websocket"
-    L += ["", "The full recorder journals, decodes, buffers and writes Parquet; bare clients read and discard.", "",
+    L += ["", "The full recorder journals, decodes, buffers and writes Parquet; bare clients read and discard. The "
+          "bare websockets client reads every frame with the websockets library's own parser; the recorder's "
+          "websockets transport cuts plain text frames out of each read itself (recorder/transport/sansio.py). "
+          f"Pinning: {r.get('pinning', 'none')}.", "",
           "| target | figure | |", "|---|---|---|",
           f"| issue 5: recorder / bare trio-websocket client ≥ 0.85 | {s[vs_tw]:.2f} small, {bk[vs_tw]:.2f} book "
           f"(recorder on its default transport, websockets) | {target(min(s[vs_tw], bk[vs_tw]) >= 0.85)} |",
@@ -73,6 +125,7 @@ def main() -> None:
           "docs/PROFILE.md (py-spy of the event loop during this benchmark)."]
     if "metrics" in r:
         L += metrics_section(r["metrics"])
+    L += every_message_type(r)
     m = mem
     L += ["", f"## Memory and latency ({m['websockets']['frames']:,} small frames, default flush policy)", "",
           "| transport | peak RSS | receive → fsynced journal p50 / p99 | receive → visible in a query p50 / p99 |",

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -17,12 +19,26 @@ from pathlib import Path
 from typing import Iterator
 
 OUT = Path("bench-out")
+# Mixes measured on both transports, and mixes measured on the default transport (websockets) only.
+BOTH_TRANSPORTS = ("small", "book")
+WEBSOCKETS_ONLY = ("books", "trades", "realistic")
+LABELS = {"small": "small chance updates (~95 B)", "book": "order books, one market (~300 B)",
+          "books": "order books, 200 markets, 8 levels a side (~500 B)", "trades": "InTots trades (~185 B)",
+          "realistic": "1,000 outcomes: books, chances, settlements (~315 B)"}
+
+
+def pinned(args: list[str], cpu: int) -> list[str]:
+    """args run on one CPU (taskset), when the machine has two or more and taskset is there: the
+    sender on CPU 0, every client on CPU 1."""
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", str(cpu), *args]
+    return args
 
 
 @contextmanager
 def sender_running(mix: str, frames: int) -> Iterator[int]:
     """A sender process for the mix, killed on exit; yields its port."""
-    proc = subprocess.Popen([sys.executable, "-m", "bench.sender", "--mix", mix, "--frames", str(frames)],
+    proc = subprocess.Popen(pinned([sys.executable, "-m", "bench.sender", "--mix", mix, "--frames", str(frames)], 0),
                             stdout=subprocess.PIPE, text=True)
     try:
         yield int(proc.stdout.readline().split()[1])
@@ -36,7 +52,7 @@ def client(mode: str, transport: str, mix: str, port: int, frames: int, storage:
             "--url", f"ws://127.0.0.1:{port}/ws", "--frames", str(frames), "--storage", json.dumps(storage or {})]
     if scrape_every:
         args += ["--scrape-every", str(scrape_every)]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+    out = subprocess.run(pinned(args, 1), capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -46,10 +62,10 @@ def ingest(frames: int, repeats: int) -> dict:
     """Each client `repeats` times, the four interleaved round by round (so a slow spell of the
     machine hits them alike); the best run of each is its figure, every run is kept."""
     results: dict = {}
-    for mix in ("small", "book"):
+    for mix in BOTH_TRANSPORTS + WEBSOCKETS_ONLY:
         with sender_running(mix, frames) as port:
             for round_no in range(repeats):
-                for transport in ("websockets", "trio-websocket"):
+                for transport in ("websockets", "trio-websocket") if mix in BOTH_TRANSPORTS else ("websockets",):
                     for mode in ("bare", "recorder"):
                         r = client(mode, transport, mix, port, frames)
                         key = f"{mix}/{transport}/{mode}"
@@ -58,7 +74,7 @@ def ingest(frames: int, repeats: int) -> dict:
                         if best is None or r["rate"] > best["rate"]:
                             best = r
                         results[key] = {**best, "runs": runs}
-                        print(f"  ingest {mix:5} {transport:14} {mode:8} round {round_no + 1}: {r['rate']:>10,.0f} frames/s"
+                        print(f"  ingest {mix:9} {transport:14} {mode:8} round {round_no + 1}: {r['rate']:>10,.0f} frames/s"
                               f"  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     return results
 
@@ -105,7 +121,9 @@ def memory(frames: int) -> dict:
 
 def ratios(ing: dict) -> dict:
     out = {}
-    for mix in ("small", "book"):
+    for mix in WEBSOCKETS_ONLY:
+        out[mix] = {"recorder/bare, websockets": ing[f"{mix}/websockets/recorder"]["rate"] / ing[f"{mix}/websockets/bare"]["rate"]}
+    for mix in BOTH_TRANSPORTS:
         g = lambda k: ing[f"{mix}/{k}"]["rate"]  # noqa: E731
         out[mix] = {
             # issue 5's reference is the bare trio-websocket client; issue 6 adds the bare websockets one
@@ -128,7 +146,8 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     results: dict = {"machine": {"python": platform.python_version(), "cpu_count": __import__("os").cpu_count(),
                                  "platform": platform.platform()},
-                     "command": " ".join(["python -m bench.run"] + sys.argv[1:]), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                     "command": " ".join(["python -m bench.run"] + sys.argv[1:]), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "pinning": "taskset: sender on CPU 0, client on CPU 1" if pinned([], 0) else "none"}
     if a.only_metrics:
         print("ingest with the metrics endpoint off and on:", flush=True)
         results["metrics"] = metrics_cost(a.frames, a.repeats)
@@ -140,7 +159,7 @@ def main() -> None:
     results["ingest_ratios"] = ratios(results["ingest"])
     for mix, rs in results["ingest_ratios"].items():
         for k, v in rs.items():
-            print(f"  {mix:5} {k:46} {v:5.2f}")
+            print(f"  {mix:9} {k:46} {v:5.2f}")
     print("ingest with the metrics endpoint off and on:", flush=True)
     results["metrics"] = metrics_cost(a.frames, a.repeats)
     print("memory and latency (default flush policy):", flush=True)

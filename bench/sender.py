@@ -3,7 +3,7 @@
 Plain blocking sockets, frames encoded once: it outruns any client, so the client is what is
 measured. One client at a time; after M frames it sends a close frame (1000) and waits for the next.
 
-    python -m bench.sender --mix small|book --frames M      (prints "port N", then serves)
+    python -m bench.sender --mix MIX --frames M  (MIX: one of MIXES)      (prints "port N", then serves)
 """
 
 from __future__ import annotations
@@ -18,6 +18,49 @@ import struct
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
+MIXES = ("small", "book", "books", "trades", "realistic", "aggtrade")
+
+
+def _book(i: int, market: int, levels: int) -> dict:
+    """A predict.fun order book push (`levels` a side) with the last settled order."""
+    mid = 0.3 + (i % 300) / 1000
+    return {"type": "M", "topic": f"predictOrderbook/{market}", "data": {
+        "marketId": market, "updateTimestampMs": 1736696400000 + i,
+        "asks": [[round(mid + 0.01 * k, 2), round(100 + k * 7.3 + i % 13, 1)] for k in range(1, levels + 1)],
+        "bids": [[round(mid - 0.01 * k, 2), round(200 + k * 5.1 + i % 11, 1)] for k in range(1, levels + 1)],
+        "version": 1, "orderCount": 20, "lastOrderSettled": {"id": str(1000 + i // 10), "kind": "LIMIT", "marketId": market,
+                                                             "outcome": "No", "price": "0.80", "side": "Bid"},
+        "settlementsPending": {"asks": [], "bids": []}}}
+
+
+def _trade(i: int) -> dict:
+    """An InTots trade print, ~190 bytes."""
+    return {"type": "trade", "trade": {"amount": 5000 + (i * 7919) % 900_000, "name": f"trader_{i % 997:03d}",
+                                       "token": "Yes" if i % 3 else "No", "event": "Will ETH hit $5k by June 30?",
+                                       "market": f"mkt_{i % 500:04d}", "avatar": "https://cdn.intots.com/avatars/1234.png"}}
+
+
+def _aggtrade(i: int) -> dict:
+    """A Binance combined-stream aggTrade, ~205 bytes (what cryptofeed reads)."""
+    t = 1736696400000 + i
+    return {"stream": "btcusdt@aggTrade", "data": {
+        "e": "aggTrade", "E": t, "s": "BTCUSDT", "a": 2_000_000_000 + i, "p": f"{84000 + (i % 5000) / 100:.2f}",
+        "q": f"{0.001 + (i % 997) / 1000:.5f}", "f": 3_000_000_000 + 2 * i, "l": 3_000_000_001 + 2 * i, "T": t,
+        "m": bool(i % 2), "M": True}}
+
+
+def _realistic(i: int) -> dict:
+    """The shape of a busy predict.fun connection: 1,000 outcomes (markets) each with a book and
+    Polymarket / Kalshi chances; two book pushes for every chance point, settled orders (trades)
+    carried on the books."""
+    market = 2000 + (i * 7) % 1000
+    if i % 3 == 2:
+        origin = "polymarketChance" if i % 2 else "kalshiChance"
+        return {"type": "M", "topic": f"{origin}/{market}",
+                "data": {"percentage": round(30 + (i % 400) / 10, 1), "timestamp": 1736696400000 + i}}
+    return _book(i, market, 3 + i % 8)
+
+
 def payloads(mix: str, n: int = 100_000) -> list[bytes]:
     """n distinct frames of the mix (the client's decoder sees realistic, varying content); chance
     updates cycle over four outcomes with the time one second later at every frame."""
@@ -26,7 +69,7 @@ def payloads(mix: str, n: int = 100_000) -> list[bytes]:
         if mix == "small":  # an Outpoll chance update, ~95 bytes
             msg = {"t": "UPDATE_HISTORY", "e": "evt-1", "o": [f"evt-1-o{i % 4}"],
                    "d": {"t": 1712160300 + i, "p": round(0.3 + (i % 400) / 1000, 4)}}
-        else:  # a predict.fun order book, ~300 bytes
+        elif mix == "book":  # a predict.fun order book, ~300 bytes
             mid = 0.3 + (i % 300) / 1000
             msg = {"type": "M", "topic": "predictOrderbook/123", "data": {
                 "marketId": 123, "updateTimestampMs": 1736696400000 + i,
@@ -34,6 +77,16 @@ def payloads(mix: str, n: int = 100_000) -> list[bytes]:
                 "bids": [[round(mid - 0.01 * k, 2), 200 + k * 5 + i % 11] for k in range(1, 4)],
                 "version": 1, "orderCount": 20, "lastOrderSettled": {"id": str(1000 + i // 10), "kind": "LIMIT", "marketId": 123,
                                                                      "outcome": "No", "price": "0.80", "side": "Bid"}}}
+        elif mix == "books":  # predict.fun books over 200 markets, 8 levels a side, ~500 bytes
+            msg = _book(i, 1000 + i % 200, 8)
+        elif mix == "trades":
+            msg = _trade(i)
+        elif mix == "aggtrade":
+            msg = _aggtrade(i)
+        elif mix == "realistic":
+            msg = _realistic(i)
+        else:
+            raise ValueError(f"unknown mix {mix!r}; mixes: {', '.join(MIXES)}")
         out.append(json.dumps(msg, separators=(",", ":")).encode())
     return out
 
@@ -94,7 +147,7 @@ def serve(mix: str, frames: int, port: int = 0) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mix", choices=["small", "book"], default="small")
+    ap.add_argument("--mix", choices=MIXES, default="small")
     ap.add_argument("--frames", type=int, default=1_000_000)
     a = ap.parse_args()
     serve(a.mix, a.frames)

@@ -158,6 +158,7 @@ _STORAGE = {
     "password_env": Opt(type=str),
     "data_path": Opt(type=str),
     "lake_grace_minutes": Opt(type=(int, float), default=60),
+    "max_memory_mb": Opt(type=(int, float), default=512),
 }
 _RECORDER = {
     "summary_interval_seconds": Opt(type=(int, float), default=60.0),
@@ -207,6 +208,7 @@ def parse(raw: dict, *, base: Path = Path("."), environ: Mapping[str, str] = os.
         max_rows=int(positive(st["max_rows"], "storage.max_rows")),
         max_age=float(positive(st["max_age_seconds"], "storage.max_age_seconds")),
         commit_interval=positive(st["commit_interval_ms"], "storage.commit_interval_ms") / 1000,
+        max_memory_bytes=int(positive(st["max_memory_mb"], "storage.max_memory_mb") * 1024 * 1024),
     )
     storage = StorageConfig(root=root, journal=journal, policy=policy,
                             segment_bytes=int(positive(st["segment_mb"], "storage.segment_mb") * 1024 * 1024),

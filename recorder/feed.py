@@ -89,6 +89,8 @@ class Feed:
         expected = self.module.make_protocol(cfg.spec, cfg.secrets, cfg.url).expected_keys()
         self.state = FeedState(name=cfg.name, venue=cfg.venue, stale_seconds=cfg.stale_seconds,
                                subscriptions=tuple(sorted(expected)), started_mono=_mono(), since=wall_clock() / 1e9)
+        self.paused = False  # waiting for memory (storage.max_memory_mb): not reading its socket
+        self.paused_seconds = 0.0
 
     def _now_us(self) -> int:
         return self._now_ns() // 1000
@@ -183,10 +185,18 @@ class Feed:
         next_check = current_time() + stale / 4
         oldest = current_time()
         seq = 0
+        memory = pipeline.memory
         close = "stopped"  # the close frame's reason when the recorder ends the connection itself
         try:
             with trio.move_on_after(stale) as watchdog:
                 while True:
+                    if memory is not None and memory.over():  # at the memory cap: stop reading (TCP pushes back)
+                        await self._wait_for_memory(memory)
+                        now = current_time()  # time spent waiting on our own memory is not the venue's silence
+                        watchdog.deadline = now + stale
+                        for key in last_data:
+                            last_data[key] = now
+                        oldest = now
                     # Every frame already read, stamped with one receive time: they arrived together.
                     texts = await conn.receive_many()
                     ts = now_ns() // 1000
@@ -257,6 +267,15 @@ class Feed:
         if not result.up:
             result.up = True
             self.state.subscribed(conn_id, trio.current_time(), self._now_ns() / 1e9)
+
+    async def _wait_for_memory(self, memory) -> None:
+        self.paused = True
+        started = trio.current_time()
+        try:
+            await memory.wait_below(self.cfg.name)
+        finally:
+            self.paused = False
+            self.paused_seconds += trio.current_time() - started
 
     def _journal(self, kind: jr.Kind, conn_id: str, text: str) -> None:
         self.pipeline.ingest(jr.Entry(kind=kind, ts_recv=self._now_us(), seq=0, feed=self.cfg.name,

@@ -234,8 +234,16 @@ class Journal:
         self._good: Position = (0, 0)  # (segment, size) known fsynced
         self._sync_lock = threading.Lock()
         self.durable: Position = (self._number, 0)
-        self.queued_bytes = 0
+        # Bytes appended (by the event loop only) and bytes written and fsynced (by sync() only): two
+        # counters, each with one writer, so neither thread's update can be lost.
+        self._appended_bytes = 0
+        self._synced_bytes = 0
         self._prefixes: dict[tuple[str, str, str], bytes] = {}
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes appended and not yet on disk (what the journal holds in memory)."""
+        return self._appended_bytes - self._synced_bytes
 
     @property
     def position(self) -> Position:
@@ -282,7 +290,7 @@ class Journal:
         self._offset += len(data)
         end = (self._number, self._offset)
         self._queue.append((self._number, data, end))
-        self.queued_bytes += len(data)
+        self._appended_bytes += len(data)
         return end
 
     def sync(self) -> Position:
@@ -311,8 +319,10 @@ class Journal:
                     self._fsync()
                 done = len(items)
             except OSError:
+                self._synced_bytes += sum(len(d) for _, d, _ in items[:done])
                 self._restore(items[done:])
                 raise
+            self._synced_bytes += sum(len(d) for _, d, _ in items)
             if items and items[-1][2] > self.durable:
                 self.durable = items[-1][2]
             return self.durable
@@ -322,7 +332,6 @@ class Journal:
             data = b"".join(d for _, d, _ in items)
             self._file.write(data)
             self._file.flush()
-            self.queued_bytes -= len(data)
 
     def _fsync(self) -> None:
         os.fsync(self._file.fileno())
@@ -332,7 +341,6 @@ class Journal:
         """After a failed write: cut the current segment back to its last fsynced size, requeue."""
         for item in reversed(items):
             self._queue.appendleft(item)
-        self.queued_bytes = sum(len(d) for _, d, _ in self._queue)
         if self._file is not None:
             good = self._good[1] if self._good[0] == self._file_number else 0
             try:

@@ -116,6 +116,7 @@ class Pipeline:
         self.staged: Staged | None = None  # in the checkpoint, not yet published (a publish failed)
         self.gate = None  # storage.FlushGate, set by the storage tasks: feeds wait at it when far behind
         self.storage_stats = StorageStats()  # for the daemon's window (/metrics, /status)
+        self.memory = None  # memcap.MemoryCap, set by the storage tasks: feeds wait at it at storage.max_memory_mb
         self._lock_fd: int | None = None
         self.instance = ""
 
@@ -220,6 +221,14 @@ class Pipeline:
         return d
 
     # --- the live path --------------------------------------------------------------------
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held in memory until they are written: the journal's queue, the buffered rows, and
+        a flush cut but not yet committed (memcap.py)."""
+        job = self.unfinished
+        return ((self.journal.queued_bytes if self.journal is not None else 0) + self.buffers.held_bytes
+                + (job.flush.nbytes if job is not None else 0))
 
     def ingest(self, entry: jr.Entry) -> None:
         """Journal an entry, then decode it into the buffers."""

@@ -14,6 +14,7 @@ import time
 import attrs
 import trio
 
+from .memcap import MemoryCap
 from .pipeline import Pipeline
 from .storagestats import timed
 
@@ -26,6 +27,7 @@ class FlushPolicy:
     max_age: float = 60.0  # seconds between flushes while rows are buffered
     commit_interval: float = 0.2  # journal group-commit fsync interval, seconds
     retry_interval: float = 5.0  # after a disk error, seconds before trying again
+    max_memory_bytes: int = 512 * 1024 * 1024  # feeds stop reading while this much is held (memcap.py)
 
 
 class _Episode:
@@ -100,6 +102,8 @@ async def run_group_commit(pipeline: Pipeline, policy: FlushPolicy) -> None:
                 _, seconds = await trio.to_thread.run_sync(timed, journal.sync)
                 stats.fsync_durations.observe(seconds)
                 episode.succeeded()
+                if pipeline.memory is not None:
+                    pipeline.memory.released()
             except OSError as exc:
                 stats.disk_errors += 1
                 episode.failed(exc)
@@ -146,11 +150,14 @@ async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) 
         stats.last_flush, stats.flushes = time.time(), stats.flushes + 1
         episode.succeeded()
         gate.set_failing(False)
+        if pipeline.memory is not None:
+            pipeline.memory.released()
 
 
 async def run_storage(pipeline: Pipeline, policy: FlushPolicy) -> None:
     """Run both storage tasks until cancelled. The caller commits the rest with `close()`."""
     pipeline.gate = gate = FlushGate(policy.max_rows * 2, soft_limit=policy.max_rows)
+    pipeline.memory = MemoryCap(policy.max_memory_bytes, lambda: pipeline.held_bytes, gate.nudge)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_group_commit, pipeline, policy)
         nursery.start_soon(run_flusher, pipeline, policy, gate)

@@ -45,6 +45,7 @@ class Flush:
 
     partitions: dict[PartitionKey, list[pa.RecordBatch]]
     rows: int
+    nbytes: int = 0  # the batches' Arrow buffers (what the flush holds until it is committed)
 
 
 _ROW_NUMBERS: list[pa.Array] = [pa.array([], pa.int64())]
@@ -62,6 +63,10 @@ def _row_getter(table: str):
     return operator.attrgetter(*schema.load(table).file_columns)
 
 
+# What a buffered row not yet in an Arrow batch is counted as (Buffers.held_bytes): a tuple of
+# Python values, or a row of column buffers; at most batch_rows such rows per partition.
+ROW_BYTES_ESTIMATE = 256
+
 # A raw batch is cut at this many payload bytes, if not at batch_rows frames first: Arrow string
 # offsets are 32-bit, and a few huge frames should not hold much memory.
 _RAW_BATCH_BYTES = 64 * 1024 * 1024
@@ -69,18 +74,31 @@ _RAW_BATCH_BYTES = 64 * 1024 * 1024
 _TYPECODES = {"int64": "q", "timestamp": "q", "int32": "i", "float64": "d"}
 
 
+class _Levels(list):
+    """A column of book levels (list<struct<price, size>>): each row's levels as the decoder has
+    them, a tuple of (price, size) pairs of floats, appended as they are (one list append per row);
+    Arrow reads them all at once when the batch is sealed."""
+
+    __slots__ = ()
+
+    def to_array(self, typ: pa.ListType) -> pa.Array:
+        return pa.array(self, type=typ)
+
+
 class Columns:
     """Rows of one table that share their constant columns (feed, connection, origin...), kept
-    column by column: each varying column is a typed array (numbers, no nulls) or a list (strings).
-    A decoder appends one value per varying column per row, through `appenders()`. A timestamp
-    column named in `seconds` takes float seconds and is converted at the end exactly as
-    timeutil.seconds_to_us converts one value (x 1e6, rounded half to even), in one Arrow call.
-    `day_column` (a timestamp column) decides each row's date partition."""
+    column by column: each varying column is a typed array (numbers, no nulls), a list (strings,
+    and the numeric columns named in `nullable`, which may hold None) or flat level buffers (book
+    levels, `_Levels`). A decoder appends one value per varying column per row, through
+    `appenders()`. A timestamp column named in `seconds` takes float seconds and is converted at
+    the end exactly as timeutil.seconds_to_us converts one value (x 1e6, rounded half to even), in
+    one Arrow call. `day_column` (a timestamp column) decides each row's date partition, and
+    `ts_recv` where it is null (as records.py's rows do)."""
 
     __slots__ = ("table", "venue", "consts", "names", "cols", "day_column", "seconds")
 
     def __init__(self, table: str, venue: str, consts: dict[str, Any], day_column: str,
-                 seconds: tuple[str, ...] = ()) -> None:
+                 seconds: tuple[str, ...] = (), nullable: tuple[str, ...] = ()) -> None:
         sch = schema.load(table)
         self.table, self.venue, self.consts, self.day_column, self.seconds = table, venue, consts, day_column, seconds
         self.names = tuple(n for n in sch.file_columns if n not in consts)
@@ -89,8 +107,17 @@ class Columns:
             raise ValueError(f"{table}: day_column {day_column!r} must be a varying timestamp column")
         if any(types.get(n) != "timestamp" or n in consts for n in seconds):
             raise ValueError(f"{table}: {seconds} must all be varying timestamp columns")
-        self.cols = {n: array("d" if n in seconds else _TYPECODES[types[n]]) if types[n] in _TYPECODES else []
-                     for n in self.names}
+        if any(n not in self.names or n in seconds for n in nullable):
+            raise ValueError(f"{table}: {nullable} must all be varying columns, not in seconds")
+        self.cols = {n: self._buffer(types[n], n in seconds, n in nullable) for n in self.names}
+
+    @staticmethod
+    def _buffer(type_name: str, seconds: bool, nullable: bool):
+        if seconds:
+            return array("d")
+        if type_name == "levels":
+            return _Levels()
+        return array(_TYPECODES[type_name]) if type_name in _TYPECODES and not nullable else []
 
     def __len__(self) -> int:
         return len(self.cols[self.day_column])
@@ -128,6 +155,8 @@ class Columns:
                 secs = pa.Array.from_buffers(pa.float64(), n, [None, pa.py_buffer(col)])
                 us = pc.round(pc.multiply(secs, 1e6), round_mode="half_to_even").cast(pa.int64())
                 arrays[name] = us.view(field.type)
+            elif isinstance(col, _Levels):
+                arrays[name] = col.to_array(field.type)
             elif isinstance(col, array):
                 arrays[name] = pa.Array.from_buffers(field.type, n, [None, pa.py_buffer(col)])
             else:
@@ -135,7 +164,10 @@ class Columns:
                 if arr.null_count and not field.nullable:
                     raise ValueError(f"{self.table}.{name} is required but {arr.null_count} rows have none (a decoder bug)")
         batch = pa.RecordBatch.from_arrays([arrays[f.name] for f in sch], schema=sch)
-        stamps = arrays[self.day_column].view(pa.int64())
+        stamps = arrays[self.day_column]
+        if stamps.null_count:
+            stamps = pc.coalesce(stamps, arrays["ts_recv"])
+        stamps = stamps.view(pa.int64())
         bounds = pc.min_max(stamps)
         first, last = bounds["min"].as_py() // timeutil.US_PER_DAY, bounds["max"].as_py() // timeutil.US_PER_DAY
         if first == last:
@@ -155,6 +187,20 @@ class Buffers:
         self._schemas = {t: schema.load(t).file_schema for t in schema.TABLES}
         self._retired: dict[str, list] = {}  # watched table -> containers that left the buffers (see watch)
         self.rows = 0
+        self._sealed_rows = self._sealed_bytes = 0  # rows (raw frames included) in batches, and their bytes
+        self._run_frames = self._run_bytes = 0  # raw frames in runs not yet batched, and their payload bytes
+
+    @property
+    def held_bytes(self) -> int:
+        """What the buffered rows hold: Arrow batches exactly, raw runs by their payload bytes,
+        other rows by ROW_BYTES_ESTIMATE each."""
+        loose = self.rows - self._sealed_rows - self._run_frames
+        return self._sealed_bytes + self._run_bytes + max(loose, 0) * ROW_BYTES_ESTIMATE
+
+    def _sealed(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        self._sealed_rows += batch.num_rows
+        self._sealed_bytes += batch.nbytes
+        return batch
 
     # --- for readers on the event loop (the live page): never per row ---------------------------
 
@@ -199,7 +245,7 @@ class Buffers:
         rows.append(row)
         self.rows += 1
         if len(rows) >= self._batch_rows:
-            part.batches.append(self._to_batch(table, rows))
+            part.batches.append(self._sealed(self._to_batch(table, rows)))
             part.rows = []
             self._retire(table, venue, rows)
 
@@ -222,13 +268,20 @@ class Buffers:
         part.runs.append((feed, ts_recv, conn_id, first_seq, data, lengths, k))
         part.run_frames += k
         part.run_bytes += len(data)
+        self._run_frames += k
+        self._run_bytes += len(data) + 4 * k
         self.rows += k
         if part.run_frames >= self._batch_rows or part.run_bytes >= _RAW_BATCH_BYTES:
-            part.batches.append(runs_to_batch(part.runs, part.run_frames))
-            part.runs, part.run_frames, part.run_bytes = [], 0, 0
+            self._batch_runs(part)
+
+    def _batch_runs(self, part: _Partition) -> None:
+        part.batches.append(self._sealed(runs_to_batch(part.runs, part.run_frames)))
+        self._run_frames -= part.run_frames
+        self._run_bytes -= part.run_bytes + 4 * part.run_frames
+        part.runs, part.run_frames, part.run_bytes = [], 0, 0
 
     def columns(self, table: str, venue: str, consts: tuple[tuple[str, Any], ...], day_column: str,
-                seconds: tuple[str, ...] = ()) -> Columns:
+                seconds: tuple[str, ...] = (), nullable: tuple[str, ...] = ()) -> Columns:
         """The column buffer for rows of `table` with these constant columns ((name, value) pairs),
         for a decoder to append to. Call it once per run of frames: a buffer that has reached
         `batch_rows` rows is turned into batches here and a fresh one handed out. The caller adds
@@ -236,10 +289,10 @@ class Buffers:
         key = (table, venue, consts)
         cols = self._columns.get(key)
         if cols is None:
-            cols = self._columns[key] = Columns(table, venue, dict(consts), day_column, seconds)
+            cols = self._columns[key] = Columns(table, venue, dict(consts), day_column, seconds, nullable)
         elif len(cols) >= self._batch_rows:
             self._seal(key, cols)
-            cols = self._columns[key] = Columns(table, venue, cols.consts, day_column, seconds)
+            cols = self._columns[key] = Columns(table, venue, cols.consts, day_column, seconds, nullable)
         return cols
 
     def _seal(self, key: tuple, cols: Columns) -> None:
@@ -253,7 +306,7 @@ class Buffers:
             part = self._parts.get(pkey)
             if part is None:
                 part = self._parts[pkey] = _Partition(table)
-            part.batches.append(batch)
+            part.batches.append(self._sealed(batch))
 
     def _to_batch(self, table: str, rows: list) -> pa.RecordBatch:
         sch = self._schemas[table]
@@ -271,15 +324,16 @@ class Buffers:
         for key, part in self._parts.items():
             batches = part.batches
             if part.rows:
-                batches.append(self._to_batch(part.table, part.rows))
+                batches.append(self._sealed(self._to_batch(part.table, part.rows)))
                 self._retire(part.table, key[1], part.rows)
             if part.runs:
-                batches.append(runs_to_batch(part.runs, part.run_frames))
+                self._batch_runs(part)
             if batches:
                 out[key] = batches
-        flush = Flush(partitions=out, rows=self.rows)
+        flush = Flush(partitions=out, rows=self.rows, nbytes=self._sealed_bytes)
         self._parts = {}
         self.rows = 0
+        self._sealed_rows = self._sealed_bytes = self._run_frames = self._run_bytes = 0
         return flush
 
 

@@ -138,8 +138,14 @@ _YES_NO = {"yes": "Yes", "no": "No"}
 def outcome_name(value: Any, what: str) -> str | None:
     """An outcome named by a word: "YES", "yes" and "Yes" are one outcome, recorded as Yes (and No),
     the spelling the book and chance rows of binary markets use; any other name is kept as sent."""
-    name = opt_text(value, what)
-    return None if name is None else _YES_NO.get(name.casefold(), name)
+    return canonical_outcome(opt_text(value, what))
+
+
+def canonical_outcome(name: str | None) -> str | None:
+    """outcome_name() for a value already known to be a string or None (the fast paths)."""
+    if name is None or name == "Yes" or name == "No":
+        return name
+    return _YES_NO.get(name.casefold(), name)
 
 
 def number(value: Any, what: str) -> float:

@@ -11,9 +11,11 @@ carry no time and are always recorded.
 from __future__ import annotations
 
 import collections
+import json
 from urllib.parse import quote
 
 import attrs
+import msgspec
 
 from ..config import Opt, Secret
 from ..errors import ConfigError, DecodeError
@@ -126,18 +128,21 @@ class Decoder:
         # A ratio key names its outcome as the venue spells it; "YES" and "Yes" are one outcome, recorded
         # under the configured spelling, so every form of chart message gives a point the same name.
         self.names = {n.casefold(): n for n in spec.outcomes}
-        self.recent: collections.deque[str] = collections.deque()  # fingerprints of recorded trades
-        self.recent_count: collections.Counter[str] = collections.Counter()
+        # What this feed recorded recently, for history dedupe: each trade as the tuple of the fields
+        # that identify it (market, event, outcome, amount, trader), the newest last. A live trade
+        # only appends its tuple (no hashing, no JSON); the counts are made when history arrives.
+        self.recent: collections.deque[tuple] = collections.deque(maxlen=RECENT_TRADES)
         self.points = Bounded(50_000)
+        if spec.stream == "asset_price":
+            self.decode_run = self._price_run
+        elif spec.stream != "trades":
+            self.decode_run = None
 
     def state(self) -> dict:
-        return {"recent": list(self.recent), "points": self.points.items()}
+        return {"recent": [list(t) for t in self.recent], "points": self.points.items()}
 
     def restore(self, state: dict) -> None:
-        self.recent = collections.deque()
-        self.recent_count = collections.Counter()
-        for fp in state.get("recent", []):
-            self._remember(fp)
+        self.recent = collections.deque((_trade_key(fp) for fp in state.get("recent", [])), maxlen=RECENT_TRADES)
         self.points = Bounded(50_000, state.get("points"))
 
     def decode(self, text: str, meta: FrameMeta) -> list[Record]:
@@ -156,40 +161,98 @@ class Decoder:
             return [Price(ts_event=None, symbol=symbol, price=price, **meta.common())]
         raise UnknownMessage(f"unknown message type {kind!r} on the {self.spec.stream} feed")
 
-    # trades --------------------------------------------------------------------------------
-    def _remember(self, fp: str) -> None:
-        self.recent.append(fp)
-        self.recent_count[fp] += 1
-        if len(self.recent) > RECENT_TRADES:
-            old = self.recent.popleft()
-            self.recent_count[old] -= 1
-            if not self.recent_count[old]:
-                del self.recent_count[old]
+    def decode_run(self, texts: list[str], meta: FrameMeta, buffers, slow) -> int:
+        """A run of a trades feed (base.Decoder.decode_run): live trades, well formed, are parsed by
+        msgspec into a typed struct and appended column by column; anything else (history, malformed
+        frames) goes to slow(i), in order. Rows and the recent-trades window are exactly what
+        decode() gives (tests/test_fastpaths.py)."""
+        parse, remember = _LIVE_TRADE.decode, self.recent.append
+        first, ts_recv = meta.seq, meta.ts_recv  # slow() moves meta.seq
+        appends = None
+        n = 0
+        for i, text in enumerate(texts):
+            try:
+                t = parse(text).trade
+            except ValueError:  # msgspec's DecodeError and ValidationError: not a well-formed live trade
+                slow(i)
+                continue
+            amount = t.amount
+            if not -base.INT64 <= amount <= base.INT64:
+                slow(i)
+                continue
+            if appends is None:
+                cols = buffers.columns("trades", meta.venue, (("feed", meta.feed), ("conn_id", meta.conn_id),
+                                                              ("ts_event", None), ("side", None), ("price", None),
+                                                              ("size", None), ("trade_id", None), ("source", "live")),
+                                       "ts_recv")
+                a_recv, a_seq, a_market, a_event, a_outcome, a_notional, a_minor, a_trader = cols.appenders(
+                    "ts_recv", "seq", "market", "event", "outcome", "notional", "notional_minor", "trader")
+                appends = True
+            market, event, outcome, trader = t.market, t.event, base.canonical_outcome(t.token), t.name
+            a_recv(ts_recv)
+            a_seq(first + i)
+            a_market(market)
+            a_event(event)
+            a_outcome(outcome)
+            a_notional(amount / 100)
+            a_minor(amount)
+            a_trader(trader)
+            remember((market, event, outcome, amount, trader))
+            n += 1
+        return n
 
+    def _price_run(self, texts: list[str], meta: FrameMeta, buffers, slow) -> int:
+        """A run of an asset price feed (base.Decoder.decode_run): well-formed price updates parsed
+        by msgspec and appended column by column; anything else goes to slow(i), in order."""
+        first, ts_recv, scale, default = meta.seq, meta.ts_recv, self.spec.price_scale, self.spec.symbol
+        parse = _PRICE_UPDATE.decode
+        appends = None
+        n = 0
+        for i, text in enumerate(texts):
+            try:
+                msg = parse(text)
+            except ValueError:  # msgspec's DecodeError and ValidationError
+                slow(i)
+                continue
+            symbol = default if msg.symbol is msgspec.UNSET else msg.symbol
+            if symbol is None:  # no symbol in the frame nor the config: the checked path's error
+                slow(i)
+                continue
+            if appends is None:
+                cols = buffers.columns("prices", meta.venue, (("feed", meta.feed), ("conn_id", meta.conn_id),
+                                                              ("ts_event", None)), "ts_recv")
+                a_recv, a_seq, a_symbol, a_price = cols.appenders("ts_recv", "seq", "symbol", "price")
+                appends = True
+            a_recv(ts_recv)
+            a_seq(first + i)
+            a_symbol(symbol)
+            a_price(msg.price * scale)
+            n += 1
+        return n
+
+    # trades --------------------------------------------------------------------------------
     def _trades(self, items: list, meta: FrameMeta, *, history: bool) -> list[Record]:
         parsed = [self._trade(base.obj(t, "trade"), meta, history) for t in items]
         if history:  # drop what this feed already recorded: each recorded copy cancels one
-            budget = collections.Counter(self.recent_count)
+            budget = collections.Counter(self.recent)
             kept = []
-            for fp, record in parsed:
-                if budget[fp] > 0:
-                    budget[fp] -= 1
+            for key, record in parsed:
+                if budget[key] > 0:
+                    budget[key] -= 1
                 else:
-                    kept.append((fp, record))
+                    kept.append((key, record))
             parsed = kept
-        for fp, _ in parsed:
-            self._remember(fp)
+        self.recent.extend(key for key, _ in parsed)
         return [r for _, r in parsed]
 
-    def _trade(self, t: dict, meta: FrameMeta, history: bool) -> tuple[str, Trade]:
+    def _trade(self, t: dict, meta: FrameMeta, history: bool) -> tuple[tuple, Trade]:
         amount = base.integer(t.get("amount"), "trade.amount")
         record = Trade(
             ts_event=None, market=base.text(t.get("market"), "trade.market"),
             event=base.opt_text(t.get("event"), "trade.event"), outcome=base.outcome_name(t.get("token"), "trade.token"),
             notional=amount / 100, notional_minor=amount, trader=base.opt_text(t.get("name"), "trade.name"),
             source="history" if history else "live", **meta.common())
-        fp = base.compact([record.market, record.event, record.outcome, amount, record.trader])
-        return fp, record
+        return (record.market, record.event, record.outcome, amount, record.trader), record
 
     # chart ---------------------------------------------------------------------------------
     def _chart(self, msg: dict, meta: FrameMeta, *, history: bool) -> list[Record]:
@@ -247,6 +310,38 @@ class Decoder:
                                   conn_id=meta.conn_id, seq=meta.seq, market=market, outcome=outcome, probability=p,
                                   origin=VENUE, source=source))
         return out
+
+
+def _trade_key(saved) -> tuple:
+    """A recent trade as saved by state(): a list, or (before 2026-12) its JSON text."""
+    if isinstance(saved, str):
+        saved = json.loads(saved)
+    return tuple(saved)
+
+
+# A live trade as a typed struct, or a ValueError (msgspec checks the types in C: an amount must be
+# a JSON integer, ids strings or null; anything else goes the checked way). No cycles: gc=False.
+class _TradeItem(msgspec.Struct, gc=False):
+    amount: int
+    market: str
+    event: str | None = None
+    token: str | None = None
+    name: str | None = None
+
+
+class _LiveTrade(msgspec.Struct, tag_field="type", tag="trade", gc=False):
+    trade: _TradeItem
+
+
+_LIVE_TRADE = msgspec.json.Decoder(_LiveTrade)
+
+
+class _PriceUpdate(msgspec.Struct, tag_field="type", tag="price_update", gc=False):
+    price: float
+    symbol: str | msgspec.UnsetType = msgspec.UNSET
+
+
+_PRICE_UPDATE = msgspec.json.Decoder(_PriceUpdate)
 
 
 def make_decoder(spec: FeedSpec) -> Decoder:

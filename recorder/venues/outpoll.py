@@ -249,7 +249,11 @@ class Decoder:
         self.points = PointWindow(50_000)  # chance points recorded: (event, outcome, t, p)
         self.trades = Bounded(20_000)  # trade ids recorded
         self.subscribes: dict[str, int] = {}  # chance: event -> subscriptions the venue confirmed
-        if spec.stream != "chance":  # only chance streams are nearly all live points
+        if spec.stream == "order_book":  # snapshots and deltas: see _book_run
+            self.decode_run = self._book_run
+        elif spec.stream in ("activity", "last_trades"):
+            self.decode_run = self._trade_run
+        elif spec.stream != "chance":  # only chance streams are nearly all live points
             self.decode_run = None
 
     def state(self) -> dict:
@@ -310,6 +314,69 @@ class Decoder:
         row, venue, feed, ts_recv, conn_id, seq = Book.row, meta.venue, meta.feed, meta.ts_recv, meta.conn_id, meta.seq
         return [row(venue=venue, feed=feed, ts_event=None, ts_recv=ts_recv, conn_id=conn_id, seq=seq, market=event,
                     outcome=o, best_bid=book[o]["b"], best_ask=book[o]["a"], last=book[o]["c"]) for o in changed]
+
+    def _book_run(self, texts: list[str], meta: FrameMeta, buffers, slow) -> int:
+        """A run of an order-book stream (base.Decoder.decode_run): snapshots and deltas whose
+        fields are plain numbers or null are parsed by msgspec and merged exactly as _prices merges
+        them, rows appended column by column; anything else goes to slow(i), in order, before any
+        state is touched (tests/test_fastpaths.py)."""
+        first, ts_recv = meta.seq, meta.ts_recv  # slow() moves meta.seq
+        parse, books, unset = _PRICES.decode, self.books, msgspec.UNSET
+        appends = None
+        n = 0
+        for i, text in enumerate(texts):
+            try:
+                msg = parse(text)
+            except ValueError:  # msgspec's DecodeError and ValidationError
+                slow(i)
+                continue
+            event = msg.e
+            if type(event) is int:
+                if not _INT_MIN <= event < _INT_END:
+                    slow(i)
+                    continue
+                event = str(event)
+            if any(type(item.o) is int and not _INT_MIN <= item.o < _INT_END for item in msg.d):
+                slow(i)
+                continue
+            snapshot = type(msg) is _Snapshot
+            book = books.setdefault(event, {})
+            fresh: dict[str, dict] = {}
+            for item in msg.d:
+                outcome = item.o if type(item.o) is str else str(item.o)
+                new = {"c": None, "b": None, "a": None} if snapshot else dict(book.get(outcome, _NO_PRICES))
+                if item.c is not unset:
+                    new["c"] = item.c
+                if item.b is not unset:
+                    new["b"] = item.b
+                if item.a is not unset:
+                    new["a"] = item.a
+                fresh[outcome] = new
+            changed = []
+            for outcome, new in fresh.items():
+                if not snapshot or book.get(outcome) != new:
+                    changed.append(outcome)
+                book[outcome] = new
+            if not changed:
+                continue
+            if appends is None:
+                cols = buffers.columns("book", meta.venue, (("feed", meta.feed), ("conn_id", meta.conn_id),
+                                                            ("ts_event", None), ("bids", None), ("asks", None),
+                                                            ("depth", None)),
+                                       "ts_recv", nullable=("best_bid", "best_ask", "last"))
+                appends = cols.appenders("ts_recv", "seq", "market", "outcome", "best_bid", "best_ask", "last")
+                a_recv, a_seq, a_market, a_outcome, a_bid, a_ask, a_last = appends
+            for outcome in changed:
+                prices = book[outcome]
+                a_recv(ts_recv)
+                a_seq(first + i)
+                a_market(event)
+                a_outcome(outcome)
+                a_bid(prices["b"])
+                a_ask(prices["a"])
+                a_last(prices["c"])
+            n += len(changed)
+        return n
 
     def _snapshot(self, msg: dict, meta: FrameMeta) -> list[Record]:
         return self._prices(msg, meta, snapshot=True)
@@ -429,6 +496,59 @@ class Decoder:
                       notional=None if price is None or size is None else price * size, trade_id=trade_id,
                       **meta.common())]
 
+    def _trade_run(self, texts: list[str], meta: FrameMeta, buffers, slow) -> int:
+        """A run of an activity or last-trades stream (base.Decoder.decode_run): well-formed trade
+        prints are parsed by msgspec, deduplicated by id as _trade does and appended column by
+        column; anything else goes to slow(i), in order, before any state is touched."""
+        first, ts_recv = meta.seq, meta.ts_recv  # slow() moves meta.seq
+        parse, add_new = _TRADE.decode, self.trades.add_new
+        appends = None
+        n = 0
+        for i, text in enumerate(texts):
+            try:
+                msg = parse(text)
+            except ValueError:  # msgspec's DecodeError and ValidationError
+                slow(i)
+                continue
+            d, market, outcome = msg.d, msg.e, msg.o
+            if type(outcome) is list:
+                outcome = outcome[0] if outcome else None
+            trade_id, ts = d.id, d.ts
+            if ts is not None:
+                ts = ts * 1_000_000
+                if not -_MAX_US <= ts <= _MAX_US:
+                    slow(i)
+                    continue
+                ts = round(ts)
+            if any(type(v) is int and not _INT_MIN <= v < _INT_END for v in (market, outcome, trade_id)):
+                slow(i)
+                continue
+            if trade_id is not None:
+                trade_id = trade_id if type(trade_id) is str else str(trade_id)
+                if not add_new(trade_id):
+                    continue
+            if appends is None:
+                cols = buffers.columns("trades", meta.venue, (("feed", meta.feed), ("conn_id", meta.conn_id),
+                                                              ("event", None), ("notional_minor", None),
+                                                              ("trader", None), ("source", "live")),
+                                       "ts_event", nullable=("ts_event", "price", "size", "notional"))
+                a_ts, a_recv, a_seq, a_market, a_outcome, a_side, a_price, a_size, a_notional, a_id = cols.appenders(
+                    "ts_event", "ts_recv", "seq", "market", "outcome", "side", "price", "size", "notional", "trade_id")
+                appends = True
+            price, size = d.p, d.q
+            a_ts(ts)
+            a_recv(ts_recv)
+            a_seq(first + i)
+            a_market(market if type(market) is str else str(market))
+            a_outcome(outcome if outcome is None or type(outcome) is str else str(outcome))
+            a_side(d.s)
+            a_price(price)
+            a_size(size)
+            a_notional(None if price is None or size is None else price * size)
+            a_id(trade_id)
+            n += 1
+        return n
+
     # private -------------------------------------------------------------------------------
     def _account(self, meta: FrameMeta, kind: str, payload: Any, *, order_id: str | None, status: str | None,
                  market: str | None = None) -> Account:
@@ -479,6 +599,48 @@ class _Probability(msgspec.Struct, tag_field="t", tag="probability", gc=False):
 # does not). The structs hold no cycles, so the garbage collector need not track them.
 _LIVE_POINT = msgspec.json.Decoder(_Update | _Probability)
 _MAX_SECONDS = 9e12  # well inside what timestamp[us] holds; beyond it the checked path rejects the frame
+
+class _PriceItem(msgspec.Struct, gc=False):
+    o: str | int
+    c: float | None | msgspec.UnsetType = msgspec.UNSET  # missing: keep the last value; null: none
+    b: float | None | msgspec.UnsetType = msgspec.UNSET
+    a: float | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Snapshot(msgspec.Struct, tag_field="t", tag="PRICES_DATA", gc=False):
+    e: str | int
+    d: list[_PriceItem]
+
+
+class _Delta(msgspec.Struct, tag_field="t", tag="PRICES_DATA_DELTA", gc=False):
+    e: str | int
+    d: list[_PriceItem]
+
+
+# Book snapshots and deltas of plain numbers (or null) as typed structs, or a ValueError: numeric
+# strings, bools and numbers beyond a double go the checked way (which accepts or rejects them).
+_PRICES = msgspec.json.Decoder(_Snapshot | _Delta)
+_NO_PRICES = {"c": None, "b": None, "a": None}
+# Integer ids outside [-2**63, 2**64) are floats to the checked path's parser (orjson): left to it.
+_INT_MIN, _INT_END = -(2**63), 2**64
+
+class _TradeData(msgspec.Struct, gc=False):
+    id: str | int | None = None
+    p: float | None = None
+    q: float | None = None
+    s: str | None = None
+    ts: float | None = None
+
+
+class _TradePrint(msgspec.Struct, tag_field="t", tag=ASSUMED_TRADE_TYPE, gc=False):
+    e: str | int
+    d: _TradeData
+    o: str | int | None | list[str | int | None] = None
+
+
+# A trade print of plain values as a typed struct, or a ValueError (that frame goes the checked way).
+_TRADE = msgspec.json.Decoder(_TradePrint)
+_MAX_US = 2**63 - 1  # timeutil.MAX_US
 
 _HANDLERS = {
     "PRICES_DATA": Decoder._snapshot,

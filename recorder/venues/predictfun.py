@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import math
 import sys
+from typing import Literal
 
 import attrs
+import msgspec
 
 from ..config import Opt, Secret
 from ..errors import ConfigError
@@ -162,6 +164,33 @@ class Decoder:
     def state(self) -> dict:
         return {"seen": self.seen.items(), "settled": self.settled.items()}
 
+    def decode_run(self, texts: list[str], meta: FrameMeta, buffers, slow) -> int:
+        """A run of pushes (base.Decoder.decode_run): order books and relayed chances, well formed
+        and of plain numbers, are parsed by msgspec into typed structs and appended column by
+        column (levels into flat buffers); anything else, malformed frames included, goes to
+        slow(i), in order, before any state is touched. Rows, values and dedupe windows are exactly
+        what decode() gives (tests/test_fastpaths.py)."""
+        run = _Run(self, meta, buffers)
+        parse, parse_book, book, chance = _PUSH.decode, _BOOK_PUSH.decode, run.book, run.chance
+        for i, text in enumerate(texts):
+            try:
+                # Books are most of the traffic: when the topic near the start says so, the whole push
+                # is parsed in one go (the topic is checked again below, whatever the hint said).
+                msg = parse_book(text) if text.find(_BOOK_HINT, 0, 64) >= 0 else parse(text)
+            except ValueError:  # msgspec's DecodeError and ValidationError
+                slow(i)
+                continue
+            name, _, param = msg.topic.partition("/")
+            if name == "predictOrderbook":
+                done = book(i, param, msg.data)
+            elif name in _ORIGINS and type(msg) is _Push:
+                done = chance(i, param, msg.data, _ORIGINS[name])
+            else:
+                done = False
+            if not done:
+                slow(i)
+        return run.rows
+
     def restore(self, state: dict) -> None:
         self.seen = Bounded(20_000, [_tuples(k) for k in state.get("seen", [])])
         self.settled = Bounded(20_000, state.get("settled"))
@@ -270,6 +299,178 @@ class Decoder:
         return [Account(ts_event=ts_us, stream="wallet", kind=kind, order_id=order_id,
                         market=base.opt_text(details.get("marketId"), "details.marketId"), status=None,
                         payload=payload, **meta.common())]
+
+
+class _Run:
+    """decode_run's column buffers for one run, fetched on first use."""
+
+    def __init__(self, decoder: Decoder, meta: FrameMeta, buffers) -> None:
+        self.decoder, self.meta, self.buffers = decoder, meta, buffers
+        self.first = meta.seq  # slow() moves meta.seq
+        self.rows = 0
+        self._books = self._trades = None
+        self._chances: dict[str, tuple] = {}
+
+    def _consts(self, *more) -> tuple:
+        return (("feed", self.meta.feed), ("conn_id", self.meta.conn_id)) + more
+
+    def book(self, i: int, param: str, data: "msgspec.Raw | _BookData") -> bool:
+        """One order book push; False (nothing done) unless it is the well-formed common case."""
+        if type(data) is not _BookData:
+            try:
+                data = _BOOK.decode(data)
+            except ValueError:
+                return False
+        d = data
+        bids, asks, ts, s = d.bids or (), d.asks or (), d.updateTimestampMs, d.lastOrderSettled
+        market = param if d.marketId is msgspec.UNSET else d.marketId
+        if type(market) is int:
+            if not _INT_MIN <= market < _INT_END:
+                return False
+            market = str(market)
+        if ts is not None:
+            ts = ts * 1000
+            if not -_MAX_US <= ts <= _MAX_US:  # inf and beyond timestamp[us]: the checked path's message
+                return False
+            ts = round(ts)
+        price = None
+        if s is not None:
+            if (type(s.id) is int and not _INT_MIN <= s.id < _INT_END) or (
+                    type(s.marketId) is int and not _INT_MIN <= s.marketId < _INT_END):
+                return False
+            price = s.price
+            if type(price) is str:
+                try:
+                    price = float(price)
+                except ValueError:
+                    return False
+            if price is not None and not math.isfinite(price):
+                return False
+        dec = self.decoder
+        meta = self.meta
+        seq = self.first + i
+        if dec.seen.add_new(("book", sys.intern(market), ts, hash((bids, asks)))):
+            if self._books is None:
+                cols = self.buffers.columns("book", meta.venue, self._consts(("outcome", "Yes"), ("last", None)),
+                                            "ts_event", nullable=("ts_event", "best_bid", "best_ask"))
+                self._books = cols.appenders("ts_event", "ts_recv", "seq", "market", "bids", "asks", "best_bid",
+                                             "best_ask", "depth")
+            a_ts, a_recv, a_seq, a_market, a_bids, a_asks, a_bb, a_ba, a_depth = self._books
+            a_ts(ts)
+            a_recv(meta.ts_recv)
+            a_seq(seq)
+            a_market(market)
+            a_bids(bids)
+            a_asks(asks)
+            a_bb(bids[0][0] if bids else None)
+            a_ba(asks[0][0] if asks else None)
+            a_depth(len(bids) + len(asks))
+            self.rows += 1
+        if s is not None:
+            trade_id = s.id if type(s.id) is str else str(s.id)
+            if dec.settled.add_new(trade_id):
+                self._trade(seq, market if s.marketId is msgspec.UNSET else str(s.marketId), s, price, trade_id)
+        return True
+
+    def _trade(self, seq: int, market: str, s: "_Settled", price: float | None, trade_id: str) -> None:
+        if self._trades is None:
+            cols = self.buffers.columns(
+                "trades", self.meta.venue,
+                self._consts(("ts_event", None), ("event", None), ("size", None), ("notional", None),
+                             ("notional_minor", None), ("trader", None), ("source", "live")),
+                "ts_recv", nullable=("price",))
+            self._trades = cols.appenders("ts_recv", "seq", "market", "outcome", "side", "price", "trade_id")
+        a_recv, a_seq, a_market, a_outcome, a_side, a_price, a_id = self._trades
+        a_recv(self.meta.ts_recv)
+        a_seq(seq)
+        a_market(market)
+        a_outcome(base.canonical_outcome(s.outcome))
+        a_side(s.side)
+        a_price(price)
+        a_id(trade_id)
+        self.rows += 1
+
+    def chance(self, i: int, param: str, data: msgspec.Raw, origin: str) -> bool:
+        """One relayed chance push; False (nothing done) unless it is the well-formed common case."""
+        try:
+            d = _CHANCE.decode(data)
+        except ValueError:
+            return False
+        p, ts = d.percentage / CHANCE_SCALE, d.timestamp
+        if not 0.0 <= p <= 1.0:
+            return False
+        if ts is not None:
+            ts = ts * 1000
+            if not -_MAX_US <= ts <= _MAX_US:
+                return False
+            ts = round(ts)
+        param = sys.intern(param)
+        if not self.decoder.seen.add_new((origin, param, ts, p)):
+            return True
+        appends = self._chances.get(origin)
+        if appends is None:
+            meta = self.meta
+            cols = self.buffers.columns("chance", meta.venue,
+                                        self._consts(("outcome", "Yes"), ("origin", origin), ("source", "live")),
+                                        "ts_event", nullable=("ts_event",))
+            appends = self._chances[origin] = cols.appenders("ts_event", "ts_recv", "seq", "market", "probability")
+        a_ts, a_recv, a_seq, a_market, a_p = appends
+        a_ts(ts)
+        a_recv(self.meta.ts_recv)
+        a_seq(self.first + i)
+        a_market(param)
+        a_p(p)
+        self.rows += 1
+        return True
+
+
+# Typed structs for decode_run (msgspec checks types in C; a JSON integer becomes a float where a
+# float is declared, as float() makes it on the checked path; a bool, a string or a null where a
+# number is declared is not taken, nor a number beyond a double: that frame goes the checked way,
+# so every float here is finite). No cycles: gc=False.
+class _Push(msgspec.Struct, gc=False):
+    type: Literal["M"]
+    topic: str
+    data: msgspec.Raw
+
+
+class _Settled(msgspec.Struct, gc=False):
+    id: str | int
+    marketId: str | int | msgspec.UnsetType = msgspec.UNSET
+    outcome: str | None = None
+    side: str | None = None
+    price: str | float | None = None
+
+
+class _BookData(msgspec.Struct, gc=False):
+    marketId: str | int | msgspec.UnsetType = msgspec.UNSET
+    updateTimestampMs: float | None = None
+    bids: tuple[tuple[float, float], ...] | None = None
+    asks: tuple[tuple[float, float], ...] | None = None
+    lastOrderSettled: _Settled | None = None
+
+
+class _ChanceData(msgspec.Struct, gc=False):
+    percentage: float
+    timestamp: float | None = None
+
+
+class _BookPush(msgspec.Struct, gc=False):
+    type: Literal["M"]
+    topic: str
+    data: _BookData
+
+
+_PUSH = msgspec.json.Decoder(_Push)
+_BOOK_PUSH = msgspec.json.Decoder(_BookPush)
+_BOOK_HINT = '"predictOrderbook/'
+_BOOK = msgspec.json.Decoder(_BookData)
+_CHANCE = msgspec.json.Decoder(_ChanceData)
+_ORIGINS = {"polymarketChance": "polymarket", "kalshiChance": "kalshi"}
+_MAX_US = 2**63 - 1  # timeutil.MAX_US
+# Integer ids outside [-2**63, 2**64) are floats to the checked path's parser (orjson), and rejected
+# there as too large to read exactly: left to it.
+_INT_MIN, _INT_END = -(2**63), 2**64
 
 
 def _tuples(value):
