@@ -1,0 +1,148 @@
+"""Rebuild on a lake: every affected partition replaced in ONE catalog transaction.
+
+    pin the lake's current snapshot S; views of every table AT (VERSION => S)
+    rebuild.derive: raw at S ─► the current decoders ─► rebuilt rows per partition
+    BEGIN
+      per affected partition:  DELETE FROM lake.<table> WHERE venue, date AND the selection
+                               INSERT INTO lake.<table> the rebuilt rows (DuckLake writes the files)
+      guard: raw's rows of the selection, now, are still the ones decoded at S
+    COMMIT                     (one snapshot: readers see every old row or every new one)
+
+Unlike the plain dataset (one directory swap per partition), every table and partition changes
+in the same snapshot: a row that moves from `rejects` to `chance` is never in both or neither.
+Only the selected rows (feeds, receive-time range) are deleted: other feeds' rows in the same
+partitions are not rewritten.
+
+Live recorders: the guard compares raw's rows of the selection in the transaction's snapshot
+with those decoded at S, and stops the rebuild (nothing changed) if a recorder has committed
+frames of the selected feeds and range meanwhile: rebuild a range that is over (`--end`), or
+stop the recorders of those feeds. A flush committed between the transaction's start and its
+COMMIT is caught by DuckLake itself: it refuses to commit a delete from a table another
+transaction inserted into meanwhile (a conflict), and the rebuild fails with nothing changed;
+run it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Callable
+
+import duckdb
+import pyarrow as pa
+
+from .. import schema
+from ..errors import RecorderError
+from ..writer import sort_keys
+from .errors import StoreUnavailable
+from .lake import _TRANSIENT, ALIAS, connect
+from .settings import LakeSettings
+
+log = logging.getLogger(__name__)
+
+
+def current_snapshot(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute(f"SELECT max(snapshot_id) FROM {ALIAS}.snapshots()").fetchone()[0]
+
+
+def pinned_views(con: duckdb.DuckDBPyConnection, snapshot: int) -> None:
+    """A view per table over the lake AT this snapshot (what lake.lake_views gives, pinned)."""
+    from ..dataset import empty_view_sql
+
+    have = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?",
+                                      [ALIAS]).fetchall()}
+    for table in schema.TABLES:
+        if table in have:
+            cols = ", ".join(schema.load(table).file_columns + ("date", "venue"))
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} FROM {ALIAS}.{table} "
+                        f"AT (VERSION => {int(snapshot)})")
+        else:
+            con.execute(empty_view_sql(table))
+
+
+class LakeRebuild:
+    """One rebuild's connection (read-write) and its replace step; see the module docstring."""
+
+    def __init__(self, settings: LakeSettings) -> None:
+        self.settings = settings
+        self.con = connect(settings, read_only=False)
+        self.snapshot = current_snapshot(self.con)
+        pinned_views(self.con, self.snapshot)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def replace_partitions(self, sel, derived, *, progress: Callable | None = None,
+                           before_swap: Callable[[], None] | None = None) -> list:
+        from ..rebuild import Result, affected_partitions
+
+        keys = affected_partitions(self.con, sel, derived)
+        if not keys:
+            return []
+        decoded = self._raw_rows(sel, at=self.snapshot)
+        started = time.monotonic()
+        con = self.con
+        results = []
+        try:
+            con.execute("BEGIN")
+            for key in keys:
+                results.append(self._replace_one(sel, key, derived.partitions.get(key, []), started, Result))
+            now = self._raw_rows(sel, at=None)
+            if now != decoded:
+                raise RecorderError(f"raw holds {now} frames of the selected feeds and range now, {decoded} when "
+                                    "the rebuild read it: a recorder is writing them. Nothing was changed; stop "
+                                    "the recorders of these feeds or rebuild a range that is over (--end)")
+            if before_swap is not None:  # test seam
+                before_swap()
+            con.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            if isinstance(exc, _TRANSIENT):
+                raise StoreUnavailable(self.settings.scrub(
+                    f"the rebuild's commit failed, nothing was changed (run it again): {str(exc).splitlines()[0]}")
+                ) from None
+            raise
+        log.info("rebuild: %d partitions replaced in snapshot after %d", len(results), self.snapshot)
+        for r in results:
+            if progress:
+                progress(r)
+        return results
+
+    def _raw_rows(self, sel, *, at: int | None) -> int:
+        version = "" if at is None else f" AT (VERSION => {int(at)})"
+        return self.con.execute(f"SELECT count(*) FROM {ALIAS}.raw{version} WHERE {sel.condition()}").fetchone()[0]
+
+    def _replace_one(self, sel, key: tuple[str, str, str], batches: list, started: float, Result):
+        table, venue, date = key
+        con = self.con
+        where = "venue = $venue AND date = CAST($date AS DATE)"
+        params = {"venue": venue, "date": date}
+        count = f"SELECT count(*) FROM {ALIAS}.{table} WHERE {where}"
+        before = con.execute(count, params).fetchone()[0]
+        con.execute(f"DELETE FROM {ALIAS}.{table} WHERE {where} AND {sel.condition()}", params)
+        if batches:
+            file_schema = schema.load(table).file_schema
+            rows = pa.Table.from_batches(batches, schema=file_schema)
+            cols = ", ".join(file_schema.names)
+            order = ", ".join(c for c, _ in sort_keys(table))
+            con.register("rebuilt_rows", rows)
+            try:
+                con.execute(f"INSERT INTO {ALIAS}.{table} ({cols}, venue, date) SELECT {cols}, $venue, "
+                            f"CAST($date AS DATE) FROM rebuilt_rows ORDER BY {order}", params)
+            finally:
+                con.unregister("rebuilt_rows")
+        after = con.execute(count, params).fetchone()[0]
+        return Result(partition=f"{table}/venue={venue}/date={date}", rows_before=before, rows_after=after,
+                      seconds=time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def rebuild_session(settings: LakeSettings):
+    session = LakeRebuild(settings)
+    try:
+        yield session
+    finally:
+        session.close()
+
