@@ -18,8 +18,11 @@ with those decoded at S, and stops the rebuild (nothing changed) if a recorder h
 frames of the selected feeds and range meanwhile: rebuild a range that is over (`--end`), or
 stop the recorders of those feeds. A flush committed between the transaction's start and its
 COMMIT is caught by DuckLake itself: it refuses to commit a delete from a table another
-transaction inserted into meanwhile (a conflict), and the rebuild fails with nothing changed;
-run it again.
+transaction inserted into meanwhile (a conflict, even in another partition, measured with the
+ducklake extension for duckdb 1.5.5). The rebuild then rolls back and runs its transaction again
+(CONFLICT_ATTEMPTS times, the guard included): recorders of other feeds may go on writing the
+same tables, each retry only costs the rebuild's new files again (left unregistered; lake
+maintenance deletes those after the grace period).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .lake import _TRANSIENT, ALIAS, connect
 from .settings import LakeSettings
 
 log = logging.getLogger(__name__)
+CONFLICT_ATTEMPTS = 5  # DuckLake refuses a delete from a table another writer inserted into meanwhile
 
 
 def current_snapshot(con: duckdb.DuckDBPyConnection) -> int:
@@ -75,19 +79,40 @@ class LakeRebuild:
 
     def replace_partitions(self, sel, derived, *, progress: Callable | None = None,
                            before_swap: Callable[[], None] | None = None) -> list:
-        from ..rebuild import Result, affected_partitions
+        from ..rebuild import affected_partitions
 
         keys = affected_partitions(self.con, sel, derived)
         if not keys:
             return []
         decoded = self._raw_rows(sel, at=self.snapshot)
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                results = self._transaction(sel, derived, keys, decoded, before_swap)
+                break
+            except duckdb.TransactionException as exc:
+                if "conflict" not in str(exc).lower() or attempt == CONFLICT_ATTEMPTS:
+                    raise StoreUnavailable(self.settings.scrub(
+                        f"the rebuild's commit failed, nothing was changed (run it again): {str(exc).splitlines()[0]}")
+                    ) from None
+                log.warning("rebuild: a writer committed to the same tables meanwhile; nothing was changed, "
+                            "trying again (%d/%d)", attempt, CONFLICT_ATTEMPTS)
+                time.sleep(0.2 * attempt)
+        log.info("rebuild: %d partitions replaced in one snapshot (raw read at snapshot %d)", len(results),
+                 self.snapshot)
+        for r in results:
+            if progress:
+                progress(r)
+        return results
+
+    def _transaction(self, sel, derived, keys, decoded: int, before_swap) -> list:
+        """Every affected partition replaced, then COMMIT; on any error ROLLBACK (nothing changed)."""
+        from ..rebuild import Result
+
         started = time.monotonic()
         con = self.con
-        results = []
         try:
             con.execute("BEGIN")
-            for key in keys:
-                results.append(self._replace_one(sel, key, derived.partitions.get(key, []), started, Result))
+            results = [self._replace_one(sel, key, derived.partitions.get(key, []), started, Result) for key in keys]
             now = self._raw_rows(sel, at=None)
             if now != decoded:
                 raise RecorderError(f"raw holds {now} frames of the selected feeds and range now, {decoded} when "
@@ -99,15 +124,11 @@ class LakeRebuild:
         except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
-            if isinstance(exc, _TRANSIENT):
+            if isinstance(exc, _TRANSIENT) and not isinstance(exc, duckdb.TransactionException):
                 raise StoreUnavailable(self.settings.scrub(
                     f"the rebuild's commit failed, nothing was changed (run it again): {str(exc).splitlines()[0]}")
                 ) from None
             raise
-        log.info("rebuild: %d partitions replaced in snapshot after %d", len(results), self.snapshot)
-        for r in results:
-            if progress:
-                progress(r)
         return results
 
     def _raw_rows(self, sel, *, at: int | None) -> int:
