@@ -70,7 +70,10 @@ class LakeRebuild:
 
     def __init__(self, settings: LakeSettings) -> None:
         self.settings = settings
-        self.con = connect(settings, read_only=False)
+        try:
+            self.con = connect(settings, read_only=False)
+        except StoreUnavailable as exc:
+            raise RecorderError(f"{exc}; nothing was changed") from None
         self.snapshot = current_snapshot(self.con)
         pinned_views(self.con, self.snapshot)
 
@@ -91,7 +94,7 @@ class LakeRebuild:
                 break
             except duckdb.TransactionException as exc:
                 if "conflict" not in str(exc).lower() or attempt == CONFLICT_ATTEMPTS:
-                    raise StoreUnavailable(self.settings.scrub(
+                    raise RecorderError(self.settings.scrub(
                         f"the rebuild's commit failed, nothing was changed (run it again): {str(exc).splitlines()[0]}")
                     ) from None
                 log.warning("rebuild: a writer committed to the same tables meanwhile; nothing was changed, "
@@ -125,7 +128,7 @@ class LakeRebuild:
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
             if isinstance(exc, _TRANSIENT) and not isinstance(exc, duckdb.TransactionException):
-                raise StoreUnavailable(self.settings.scrub(
+                raise RecorderError(self.settings.scrub(
                     f"the rebuild's commit failed, nothing was changed (run it again): {str(exc).splitlines()[0]}")
                 ) from None
             raise
