@@ -200,7 +200,13 @@ def cmd_rebuild(args) -> int:
     def progress(r) -> None:
         print(f"{r.partition}: {r.rows_before} rows -> {r.rows_after} in {r.seconds:.1f} s", flush=True)
 
-    results = rebuild(Path(args.data) if args.data else config.storage.root, sel, progress=progress)
+    if not args.data and config.storage.lake is not None:  # a lake: one catalog transaction
+        from .store import open_store
+
+        target = open_store(config.storage)
+    else:
+        target = Path(args.data) if args.data else config.storage.root
+    results = rebuild(target, sel, progress=progress)
     print(f"rebuilt {len(results)} partitions")
     return 0
 
@@ -345,7 +351,7 @@ def parser() -> argparse.ArgumentParser:
     chart.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
     chart.set_defaults(func=cmd_chart)
     reb = sub.add_parser("rebuild", help="re-derive the normalised tables from raw with the current decoders "
-                         "(partitions swapped atomically, like compact)")
+                         "(partitions swapped atomically, like compact; on a lake, in one catalog transaction)")
     reb.add_argument("--config", default=DEFAULT_CONFIG, help="config file: the feeds and their decoders' options "
                      "(default: %(default)s)")
     reb.add_argument("--data", help="dataset root (default: storage.root from --config)")

@@ -1,4 +1,4 @@
-"""Rebuild: re-derive the normalised tables from `raw` with the current decoders.
+"""Rebuild: re-derive the normalised tables from `raw` with the current decoders (plain dataset or lake).
 
     raw (per feed, in received order) ─► the feed's decoder, as configured ─► rows (and rejects)
     each affected partition: rows kept + rows rebuilt ─► staging ─► swapped in atomically
@@ -18,7 +18,10 @@ from `rejects` to `chance` is, for the moment between those two swaps, in both t
 neither. Run it on a range no recorder is writing any more (a live recorder's new files of the
 same feeds and range would be kept beside the rebuilt rows).
 
-Plain datasets only: a DuckLake lake (being added meanwhile) is not rebuilt yet.
+The decoding (`derive`) is the same for every store; only replacing the partitions differs: the
+store's `rebuild_session()` gives the connection to read and the replace step. On a DuckLake lake
+(store/lake_rebuild.py) raw is read at one pinned snapshot and every affected partition of every
+table is replaced in one catalog transaction (no partial state between tables there).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Callable
 import attrs
 import pyarrow as pa
 
-from . import layout, schema
+from . import layout, schema, timeutil
 from .compact import exchange, writers_lock
 from .config import Config, FeedConfig
 from .errors import DecodeError, RecorderError
@@ -145,18 +148,6 @@ def _files_sql(files: list[Path]) -> str:
     return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
 
 
-def affected(con, root: Path, sel: Selection, new: dict) -> list[tuple[str, str, str]]:
-    """(table, venue, date) of every partition the rebuild rewrites: rows land there, or leave."""
-    out = {(t, v, layout.partition_dir(root, t, v, day).name.split("=", 1)[1]) for (t, v, day) in new}
-    venues = sorted({f.venue for f in sel.feeds})
-    for table in sel.tables:
-        for venue in venues:
-            rows = con.sql(f"SELECT DISTINCT CAST(date AS VARCHAR) AS d FROM {table} "
-                           f"WHERE venue = $v AND {sel.condition()}", params={"v": venue}).fetchall()
-            out.update((table, venue, d) for (d,) in rows)
-    return sorted(out)
-
-
 def rewrite_partition(con, root: Path, sel: Selection, key: tuple[str, str, str], batches: list[pa.RecordBatch], *,
                       before_swap: Callable[[], None] | None = None) -> Result:
     """Write a partition's new content to staging and swap it in atomically."""
@@ -204,33 +195,67 @@ def rewrite_partition(con, root: Path, sel: Selection, key: tuple[str, str, str]
                   seconds=time.monotonic() - started)
 
 
-def rebuild(root: str | Path, sel: Selection, *, progress: Callable[[Result], None] | None = None,
-            before_swap: Callable[[], None] | None = None) -> list[Result]:
-    """Re-derive the selected rows from raw and swap every affected partition in."""
-    from .dataset import Dataset
+@attrs.frozen(kw_only=True)
+class Derived:
+    """What the current decoders make of the selected frames: the rebuilt rows per partition."""
 
-    root = Path(root)
+    frames: int
+    partitions: dict  # (table, venue, "YYYY-MM-DD") -> [pa.RecordBatch, ...] (file columns only)
+
+
+def derive(con, sel: Selection) -> Derived:
+    """Decode the selected feeds' raw frames (the `raw` view of `con`) with the current decoders.
+    Shared by every store: only replacing the partitions differs."""
+    recorded = {r[0] for r in con.sql("SELECT DISTINCT feed FROM raw").fetchall()}
+    buffers = Buffers()
+    frames = 0
+    for feed in sel.feeds:
+        if feed.name in recorded:
+            frames += decode_feed(con, feed, sel, buffers)
+    log.info("rebuild: decoded %d frames", frames)
+    partitions = {(table, venue, timeutil.day_name(day)): batches
+                  for (table, venue, day), batches in buffers.cut().partitions.items() if table in sel.tables}
+    return Derived(frames=frames, partitions=partitions)
+
+
+def affected_partitions(con, sel: Selection, derived: Derived) -> list[tuple[str, str, str]]:
+    """(table, venue, date) of every partition the rebuild rewrites: rows land there, or leave."""
+    out = set(derived.partitions)
+    venues = sorted({f.venue for f in sel.feeds})
+    for table in sel.tables:
+        for venue in venues:
+            rows = con.sql(f"SELECT DISTINCT CAST(date AS VARCHAR) AS d FROM {table} "
+                           f"WHERE venue = $v AND {sel.condition()}", params={"v": venue}).fetchall()
+            out.update((table, venue, d) for (d,) in rows)
+    return sorted(out)
+
+
+def replace_plain(con, root: Path, sel: Selection, derived: Derived, *,
+                  progress: Callable[[Result], None] | None = None,
+                  before_swap: Callable[[], None] | None = None) -> list[Result]:
+    """The plain dataset's replace step: each affected partition rewritten to staging and swapped in."""
     shutil.rmtree(root / STAGING, ignore_errors=True)
-    with Dataset.open(root) as ds:
-        con = ds.con
-        recorded = {r[0] for r in con.sql("SELECT DISTINCT feed FROM raw").fetchall()}
-        buffers = Buffers()
-        frames = 0
-        for feed in sel.feeds:
-            if feed.name in recorded:
-                frames += decode_feed(con, feed, sel, buffers)
-        log.info("rebuild: decoded %d frames", frames)
-        new: dict = {}
-        for (table, venue, day), batches in buffers.cut().partitions.items():
-            if table in sel.tables:
-                new[(table, venue, day)] = batches
-        by_name = {(t, v, layout.partition_dir(root, t, v, day).name.split("=", 1)[1]): b
-                   for (t, v, day), b in new.items()}
-        results = []
-        for key in affected(con, root, sel, new):
-            result = rewrite_partition(con, root, sel, key, by_name.get(key, []), before_swap=before_swap)
+    results = []
+    try:
+        for key in affected_partitions(con, sel, derived):
+            result = rewrite_partition(con, root, sel, key, derived.partitions.get(key, []), before_swap=before_swap)
             results.append(result)
             if progress:
                 progress(result)
-    shutil.rmtree(root / STAGING, ignore_errors=True)
+    finally:
+        shutil.rmtree(root / STAGING, ignore_errors=True)
     return results
+
+
+def rebuild(target, sel: Selection, *, progress: Callable[[Result], None] | None = None,
+            before_swap: Callable[[], None] | None = None) -> list[Result]:
+    """Re-derive the selected rows from raw and replace every affected partition.
+
+    `target`: a plain dataset's root directory, or a Store (store/__init__.py): the store opens
+    what the rebuild reads and replaces the partitions its own way (`Store.rebuild_session`)."""
+    from .store.plain import PlainStore
+
+    store = target if hasattr(target, "rebuild_session") else PlainStore(Path(target))
+    with store.rebuild_session() as session:
+        derived = derive(session.con, sel)
+        return session.replace_partitions(sel, derived, progress=progress, before_swap=before_swap)

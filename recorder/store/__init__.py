@@ -5,6 +5,8 @@
     Store.remove_strays(flush_seq)                        files of flushes that never committed
     Store.last_flush()                                    the highest flush number it holds of this writer
     Store.open_dataset()                                  a reader: a DuckDB view per table
+    Store.rebuild_session()                               `recorder rebuild`: what it reads (.con) and
+                                                          .replace_partitions(sel, derived): the swap
 
 Compaction differs enough to stay beside each: compact.py (plain: partition directory swaps) and
 maintenance.py (lake: DuckLake's merge, expiry and cleanup under an advisory lock).
@@ -38,6 +40,8 @@ class Store(Protocol):
     def last_flush(self) -> int: ...
 
     def open_dataset(self): ...
+
+    def rebuild_session(self): ...
 
     def close(self) -> None: ...
 

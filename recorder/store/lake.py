@@ -284,6 +284,13 @@ class LakeStore:
     def close(self) -> None:
         self._drop()
 
+    def rebuild_session(self):
+        """What `recorder rebuild` reads (the lake pinned at one snapshot) and its replace step: one
+        catalog transaction for every partition (lake_rebuild.py)."""
+        from .lake_rebuild import rebuild_session
+
+        return rebuild_session(self.settings)
+
     # --- readers -----------------------------------------------------------------------------
 
     def open_dataset(self):

@@ -58,9 +58,33 @@ class PlainStore:
 
         return Dataset.open(self.root)
 
+    def rebuild_session(self):
+        """What `recorder rebuild` reads (a Dataset) and its replace step: directory swaps (rebuild.py)."""
+        return _PlainRebuild(self.root)
+
     def last_flush(self) -> int:
         """Flush numbers only name files here; the checkpoint's are the ones that count."""
         return 0
 
     def close(self) -> None:
         pass
+
+
+class _PlainRebuild:
+    def __init__(self, root: Path) -> None:
+        from ..dataset import Dataset
+
+        self.root = root
+        self.ds = Dataset.open(root)
+        self.con = self.ds.con
+
+    def replace_partitions(self, sel, derived, **kwargs) -> list:
+        from ..rebuild import replace_plain
+
+        return replace_plain(self.con, self.root, sel, derived, **kwargs)
+
+    def __enter__(self) -> "_PlainRebuild":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ds.close()
