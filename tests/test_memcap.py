@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -65,11 +66,14 @@ async def test_memory_cap_holds_through_a_full_disk_and_everything_held_is_writt
                                         "commit_interval_ms": 50, "max_rows": 20_000, "segment_mb": 1},
                             "feeds": [{"name": "flood", "venue": "outpoll", "stream": "chance",
                                        "url": f"ws://127.0.0.1:{port}/ws", "stale_seconds": 60,
-                                       "subscriptions": [{"event": "evt-1", "outcomes": ["evt-1-o0"]}]}]}, environ={})
+                                       "subscriptions": [{"event": "evt-1", "outcomes": ["evt-1-o0"]}]}],
+                            "http": {"listen": "127.0.0.1:0"}}, environ={})
         stop = trio.Event()
-        seen = {"paused": 0, "held_max": 0, "rss_max": 0.0}
+        seen = {"paused": 0, "held_max": 0, "rss_max": 0.0, "metrics": ""}
+        urls: list[str] = []
         async with trio.open_nursery() as nursery:
-            pipeline = await nursery.start(lambda task_status: run_recorder(cfg, stop=stop, task_status=task_status))
+            pipeline = await nursery.start(lambda task_status: run_recorder(cfg, stop=stop, on_http=urls.append,
+                                                                            task_status=task_status))
 
             def frames() -> int:
                 s = pipeline.stats.get("flood")
@@ -88,6 +92,8 @@ async def test_memory_cap_holds_through_a_full_disk_and_everything_held_is_writt
                     seen["paused"] += 1
                     if full_until is None:
                         full_until = time.monotonic() + 2.0  # stay full a while at the cap
+                        seen["metrics"] = await trio.to_thread.run_sync(
+                            lambda: urllib.request.urlopen(urls[0] + "/metrics", timeout=10).read().decode())
             assert frames() < FRAMES  # the flood was held back, not all read while the disk was full
             filler.unlink()
             while frames() < FRAMES:
@@ -102,6 +108,12 @@ async def test_memory_cap_holds_through_a_full_disk_and_everything_held_is_writt
     print(f"memory cap {CAP_MB} MB: RSS before the outage {rss_before:.0f} MB, max during it {seen['rss_max']:.0f} MB;"
           f" held max {seen['held_max'] / MB:.1f} MB; {seen['paused']} samples paused")
     assert seen["paused"] > 0
+    # The window shows it: the paused feed, and what is held against the cap.
+    assert 'recorder_feed_paused{feed="flood"} 1.0' in seen["metrics"]
+    def value(name: str) -> float:
+        return float(seen["metrics"].split(f"\n{name} ")[1].split()[0])
+
+    assert 0 < value("recorder_held_bytes") <= (CAP_MB + 1) * MB and value("recorder_memory_limit_bytes") == CAP_MB * MB
     assert seen["held_max"] <= (CAP_MB + 1) * MB  # the cap, passed by at most one run
     assert seen["rss_max"] <= rss_before + CAP_MB + OVERHEAD_MB, seen
     assert counts == [{"n": FRAMES, "d": FRAMES, "lo": 1, "hi": FRAMES}]

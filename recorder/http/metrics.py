@@ -48,6 +48,10 @@ def _feed_families(snap: Snapshot) -> Iterator[Metric]:
                               labels=("feed",))
     stale = GaugeMetricFamily("recorder_feed_stale_seconds", "The feed's configured stale_seconds.",
                               labels=("feed",))
+    paused = GaugeMetricFamily("recorder_feed_paused", "1 while the feed waits at the memory cap (not reading its"
+                               " socket), else 0.", labels=("feed",))
+    paused_s = CounterMetricFamily("recorder_feed_paused_seconds", "Seconds the feed waited at the memory cap.",
+                                   labels=("feed",))
     for f in snap.feeds:
         v = f.view
         frames.add_metric((v.name, v.venue), f.frames)
@@ -62,7 +66,9 @@ def _feed_families(snap: Snapshot) -> Iterator[Metric]:
             sub_age.add_metric((v.name, sub), a)
         gap.add_metric((v.name,), v.gap_seconds)
         stale.add_metric((v.name,), v.stale_seconds)
-    yield from (frames, rows, rejects, conns, up, age, sub_age, gap, stale)
+        paused.add_metric((v.name,), 1.0 if f.paused else 0.0)
+        paused_s.add_metric((v.name,), f.paused_seconds)
+    yield from (frames, rows, rejects, conns, up, age, sub_age, gap, stale, paused, paused_s)
 
 
 def _histogram(name: str, doc: str, d: Durations) -> HistogramMetricFamily:
@@ -76,6 +82,11 @@ def _storage_families(snap: Snapshot) -> Iterator[Metric]:
                             value=st.buffered_rows)
     yield GaugeMetricFamily("recorder_journal_backlog_bytes", "Journal bytes appended but not yet written to disk.",
                             value=st.journal_backlog_bytes)
+    yield GaugeMetricFamily("recorder_held_bytes", "Bytes held in memory for the disk (journal queue, buffered rows,"
+                            " a flush not yet committed); feeds pause at recorder_memory_limit_bytes.",
+                            value=st.held_bytes)
+    yield GaugeMetricFamily("recorder_memory_limit_bytes", "storage.max_memory_mb, in bytes.",
+                            value=st.memory_limit_bytes)
     yield _histogram("recorder_flush_duration_seconds", "Seconds per Parquet commit (journal fsync, files,"
                      " checkpoint, renames).", st.flush_durations)
     yield GaugeMetricFamily("recorder_last_flush_timestamp_seconds", "Unix time of the last Parquet commit (the"

@@ -27,6 +27,8 @@ class FeedSnap:
     rows: int  # rows decoded from frames (every table but raw), as the pipeline counts them
     last_frame_age: float  # seconds; since the feed started when no frame came yet
     rows_written: dict[str, int]  # table -> rows committed to Parquet
+    paused: bool = False  # waiting at the memory cap (storage.max_memory_mb): not reading its socket
+    paused_seconds: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -43,6 +45,8 @@ class StorageSnap:
     flush_max_age: float
     flush_durations: Durations
     fsync_durations: Durations
+    held_bytes: int = 0  # everything held in memory for the disk (journal queue, buffers, a flush)
+    memory_limit_bytes: int = 0  # storage.max_memory_mb
 
 
 @attrs.frozen(kw_only=True)
@@ -77,7 +81,8 @@ def take_snapshot(src: Sources, now_mono: float, now_wall: float) -> Snapshot:
             age = max(0.0, now_mono - f.state.started_mono)
         feeds.append(FeedSnap(view=f.state.view(now_mono, now_wall, age), frames=stats.frames if stats else 0,
                               rejects=stats.rejects if stats else 0, rows=stats.rows if stats else 0,
-                              last_frame_age=age, rows_written=written.get(f.cfg.name, {})))
+                              last_frame_age=age, rows_written=written.get(f.cfg.name, {}),
+                              paused=getattr(f, "paused", False), paused_seconds=getattr(f, "paused_seconds", 0.0)))
     s = p.storage_stats
     journal = p.journal
     http = src.config.http
@@ -86,7 +91,9 @@ def take_snapshot(src: Sources, now_mono: float, now_wall: float) -> Snapshot:
         last_flush=s.last_flush, flushes=s.flushes, disk_errors=s.disk_errors,
         flush_busy=_busy(s.flush_busy_since, now_mono), fsync_busy=_busy(s.fsync_busy_since, now_mono),
         deadline=http.storage_deadline if http else 120.0, flush_max_age=src.config.storage.policy.max_age,
-        flush_durations=s.flush_durations, fsync_durations=s.fsync_durations)
+        flush_durations=s.flush_durations, fsync_durations=s.fsync_durations,
+        held_bytes=p.held_bytes,
+        memory_limit_bytes=p.memory.limit_bytes if p.memory is not None else 0)
     return Snapshot(time=now_wall, started=src.started, feeds=tuple(feeds), storage=storage)
 
 
@@ -129,6 +136,7 @@ def feed_status(f: FeedSnap) -> dict:
         "next_reconnect": iso(v.next_reconnect) if v.state == "backing off" else None,
         "stale_seconds": v.stale_seconds, "connections_ended": dict(v.connections),
         "seconds_not_connected": _r(v.gap_seconds), "rows_written": dict(sorted(f.rows_written.items())),
+        "paused_for_memory": f.paused, "seconds_paused_for_memory": _r(f.paused_seconds),
     }
 
 
@@ -144,6 +152,7 @@ def status(snap: Snapshot) -> dict:
             "root": st.root, "buffered_rows": st.buffered_rows, "journal_backlog_bytes": st.journal_backlog_bytes,
             "last_flush": iso(st.last_flush), "last_flush_age_seconds": _r(snap.time - st.last_flush),
             "flushes": st.flushes, "disk_errors": st.disk_errors,
+            "held_bytes": st.held_bytes, "memory_limit_bytes": st.memory_limit_bytes,
         },
     }
 
