@@ -76,6 +76,27 @@ def every_message_type(r: dict) -> list[str]:
     return L
 
 
+def lake_section() -> list[str]:
+    """Issue 13's figures from bench-out/lake.json (`python -m bench.lake`, run by make bench)."""
+    path = ROOT / "bench-out" / "lake.json"
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    L = ["", "## DuckLake on PostgreSQL", "", f"`{r['command']}`: a real PostgreSQL 15 on loopback as the catalog, "
+         "data files on the local disk. Commit latency is one flush's publish (ledger check plus one catalog "
+         "transaction registering its files), with every writer committing at once.", "",
+         "| writers | commits | p50 | p99 | max |", "|---|---|---|---|---|"]
+    for c in r.get("commit_latency", []):
+        L.append(f"| {c['writers']} | {c['commits']} | {c['p50_ms']} ms | {c['p99_ms']} ms | {c['max_ms']} ms |")
+    ing = r.get("ingest")
+    if ing:
+        L += ["", f"Ingest of one recorder (small mix, websockets), plain dataset vs lake, interleaved in the same run: "
+              f"plain {fmt(ing['plain']['rate'])}, lake {fmt(ing['lake']['rate'])} frames/s (best runs); lake / plain "
+              f"{ing['lake_over_plain']:.3f}, target ≥ 0.95: {target(ing['lake_over_plain'] >= 0.95)}. Every run: plain "
+              + ", ".join(f"{x:,}" for x in ing["runs"]["plain"]) + "; lake " + ", ".join(f"{x:,}" for x in ing["runs"]["lake"]) + "."]
+    return L
+
+
 def main() -> None:
     r = json.loads((ROOT / "bench-out" / "results.json").read_text())
     ing, rat, mem, rec = r["ingest"], r["ingest_ratios"], r["memory"], r["recovery"]
@@ -157,6 +178,7 @@ def main() -> None:
         for t, b in q["bytes_per_row_compacted"].items():
             L.append(f"| {t} | {b:.2f} | {q['bytes_per_row_ideal'][t]:.2f} |")
         L.append(f"\nTarget for chance ≤ 12 bytes/row: {target(q['bytes_per_row_compacted']['chance'] <= 12)}.")
+    L += lake_section()
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "PERFORMANCE.md").write_text("\n".join(L) + "\n")
     print(f"wrote {ROOT / 'docs' / 'PERFORMANCE.md'}")

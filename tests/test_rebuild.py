@@ -23,6 +23,16 @@ from replay_helpers import NORMALISED, rerecord, table_rows
 ORIGINAL = intots.Decoder.decode
 
 
+PRICE_RUN = intots.Decoder._price_run
+
+
+@pytest.fixture(autouse=True)
+def checked_path_only(monkeypatch):
+    """These tests change what decode() makes (their input); the asset-price fast path (decode_run)
+    would go around the change, so it is off and every price frame goes through decode()."""
+    monkeypatch.setattr(intots.Decoder, "_price_run", None)
+
+
 def v1_rejects_odd_prices(self, text, meta):
     """The decoder as it was when recording: it could not read odd prices."""
     if self.spec.stream == "asset_price" and json.loads(text).get("price", 0) % 2:

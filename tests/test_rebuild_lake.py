@@ -20,7 +20,7 @@ import trio
 from e2e import FAST
 from lakehelp import lake_settings
 from pgserver import postgres  # noqa: F401 (the fixture)
-from test_rebuild import ORIGINAL, v1_rejects_odd_prices, v2_fixed
+from test_rebuild import ORIGINAL, PRICE_RUN, checked_path_only, v1_rejects_odd_prices, v2_fixed  # noqa: F401 (fixture)
 
 from recorder import cli, schema
 from recorder import config as cfgmod
@@ -65,7 +65,7 @@ def lake(postgres, tmp_path_factory):  # noqa: F811
     """(settings, feeds, tmp): a lake recorded with v1 (odd prices rejected)."""
     tmp = tmp_path_factory.mktemp("rebuild_lake")
     settings = lake_settings(postgres, tmp / "lake")
-    intots.Decoder.decode = v1_rejects_odd_prices
+    intots.Decoder.decode, intots.Decoder._price_run = v1_rejects_odd_prices, None  # see checked_path_only
     try:
         async def main():
             with trio.fail_after(30):
@@ -73,7 +73,7 @@ def lake(postgres, tmp_path_factory):  # noqa: F811
 
         feeds = trio.run(main)
     finally:
-        intots.Decoder.decode = ORIGINAL
+        intots.Decoder.decode, intots.Decoder._price_run = ORIGINAL, PRICE_RUN
     return settings, feeds, tmp
 
 

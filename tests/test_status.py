@@ -82,7 +82,7 @@ def snapshot(*, state="subscribed", flush_busy=0.0, fsync_busy=0.0, sub_age=1.0)
     storage = StorageSnap(root="/data", buffered_rows=34, journal_backlog_bytes=5678, last_flush=1e9 + 98,
                           flushes=9, disk_errors=0, flush_busy=flush_busy, fsync_busy=fsync_busy, deadline=120.0,
                           flush_max_age=60.0, flush_durations=Durations(FLUSH_BUCKETS),
-                          fsync_durations=Durations(FSYNC_BUCKETS))
+                          fsync_durations=Durations(FSYNC_BUCKETS), held_bytes=9000, memory_limit_bytes=512 * 2**20)
     return Snapshot(time=1e9 + 99, started=1e9, feeds=(feed,), storage=storage)
 
 
@@ -103,7 +103,7 @@ def test_status_document_and_exit_code():
     assert set(f["connections_ended"]) == set(REASONS)
     assert doc["storage"] == {"root": "/data", "buffered_rows": 34, "journal_backlog_bytes": 5678,
                               "last_flush": "2001-09-09T01:48:18.000Z", "last_flush_age_seconds": 1.0,
-                              "flushes": 9, "disk_errors": 0}
+                              "flushes": 9, "disk_errors": 0, "held_bytes": 9000, "memory_limit_bytes": 512 * 2**20}
     assert exit_code(doc) == 0
     stale = status(snapshot(sub_age=30.0))
     assert stale["feeds"][0]["state"] == "stale" and exit_code(stale) == 1
