@@ -38,7 +38,7 @@ demo-serve: $(STAMP)
 	$(BIN)/recorder demo --serve
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --dist loadfile  # one process per core, a test file per process
 
 soak: $(STAMP)
 	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q tests/test_fuzz.py --timeout=3600
