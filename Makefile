@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo demo-serve test soak bench bench-peer clean
+.PHONY: install system-deps demo demo-once test soak bench bench-peer clean
 
 # Debian packages of the services some tests run for real (PostgreSQL for the lake, Prometheus and
 # promtool for metrics and alert rules, Chromium for the pages). Needs root and apt-get; without
@@ -30,12 +30,13 @@ system-deps:
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
 	  >/dev/null || echo "warning: could not install$$missing (their tests will skip)"; fi
 
+# The demo, then the recorder and the live page kept up until Ctrl-C: open the URL it prints.
 demo: $(STAMP)
-	$(BIN)/recorder demo
-
-# The demo, then the live page served until Ctrl-C: open the URL it prints.
-demo-serve: $(STAMP)
 	$(BIN)/recorder demo --serve
+
+# The demo alone: record, print the summary and the sample queries, exit.
+demo-once: $(STAMP)
+	$(BIN)/recorder demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" -n auto --dist loadfile  # one process per core, a test file per process
