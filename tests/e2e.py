@@ -47,11 +47,18 @@ async def record(root: Path, seconds: float, *, settings: SimSettings = FAST, na
     return fleet
 
 
-async def stop_daemon(proc, fleet: Fleet, *, after: float, timeout: float = 30.0) -> int:
+async def stop_daemon(proc, fleet: Fleet, *, after: float, timeout: float = 30.0, log: Path | None = None,
+                      starts: int = 1) -> int:
     """Let a `recorder run` process record for `after` seconds, quiesce the simulators so nothing is
-    in flight, SIGTERM it, and return its exit status."""
+    in flight, SIGTERM it, and return its exit status. With `log`, the `after` seconds count from
+    the `starts`-th "recording N feeds" line in it: the daemon has its signal handlers by then (a
+    SIGTERM earlier, while a loaded machine is still importing, ends it with -15 and proves nothing)."""
     import signal
 
+    if log is not None:
+        with trio.fail_after(60):
+            while log.read_text(errors="replace").count("recording ") < starts:
+                await trio.sleep(0.05)
     await trio.sleep(after)
     for sim in fleet.all:
         sim.quiesce()

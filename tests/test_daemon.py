@@ -48,7 +48,7 @@ async def test_sigterm_flushes_everything_and_no_secret_is_written(tmp_path):
         with open(log, "wb") as out:
             proc = await trio.lowlevel.open_process([sys.executable, "-m", "recorder.cli", "run", "--config", str(cfg)],
                                                     stdout=out, stderr=out, env=env)
-            code = await stop_daemon(proc, fleet, after=3.0, timeout=20)
+            code = await stop_daemon(proc, fleet, after=3.0, timeout=20, log=log)
         sims.cancel_scope.cancel()
     text = log.read_text()
     assert code == 0, text

@@ -99,7 +99,8 @@ async def test_run_query_sql_compact_from_the_installed_command(installed, tmp_p
         with open(tmp_path / "recorder.log", "wb") as log:
             proc = await trio.lowlevel.open_process(argv, stdout=log, stderr=log, cwd=tmp_path,
                                                     env={**_env(), **SIM_ENV})
-            code = await stop_daemon(proc, fleet, after=3.0, timeout=float(service["TimeoutStopSec"]))
+            code = await stop_daemon(proc, fleet, after=3.0, timeout=float(service["TimeoutStopSec"]),
+                                      log=tmp_path / "recorder.log")
         sims.cancel_scope.cancel()
     assert code == 0, (tmp_path / "recorder.log").read_text()[-2000:]
     sql = run(installed, "sql", "--data", str(data), "--format", "json", "SELECT payload FROM raw", cwd=tmp_path)

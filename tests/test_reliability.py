@@ -271,7 +271,7 @@ async def test_kill_9_of_the_daemon_at_random_moments(tmp_path):
                 await proc.wait()
                 durable |= journaled_frames(tmp_path / "data" / "_journal")
             proc = await trio.lowlevel.open_process(command, stdout=out, stderr=out, env=env)
-            code = await stop_daemon(proc, fleet, after=2.5)
+            code = await stop_daemon(proc, fleet, after=2.5, log=log, starts=4)
         sims.cancel_scope.cancel()
     assert code == 0, log.read_text()[-2000:]
     sent, raw = sent_counter(fleet), raw_counter(tmp_path)
