@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +32,15 @@ class Daemon:
 
     def call_sync(self, fn: Callable, *args):
         return trio.from_thread.run_sync(fn, *args, trio_token=self.token)
+
+    def wait_rows(self, feed: str, rows: int, timeout: float = 30.0) -> None:
+        """Block until `feed` has decoded at least `rows` rows (the daemon is 'ready' once it runs,
+        before any feed has connected: on a loaded machine that can take seconds)."""
+        deadline = time.monotonic() + timeout
+        while (s := self.pipeline.stats.get(feed)) is None or s.rows < rows:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"feed {feed} decoded {s.rows if s else 0} rows in {timeout:g} s, not {rows}")
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -132,6 +132,7 @@ def test_live_page_in_chromium_against_the_daemon(tmp_path):
     the history from /api/chart is drawn, new points arrive while we watch, and a disconnect of
     the outpoll simulator (3 s backoff) shows as a gap, live, that the reloaded history agrees with."""
     with open_browser() as browser, live_daemon(tmp_path, backoff=3.0) as daemon:
+        daemon.wait_rows("op-chance", 20)  # history to draw: the page opens on evt-1
         page = browser.new_page(viewport={"width": 1100, "height": 800})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
