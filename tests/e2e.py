@@ -25,15 +25,20 @@ def make_config(fleet: Fleet, root: Path, *, names=None, transport="websockets",
 
 
 async def record(root: Path, seconds: float, *, settings: SimSettings = FAST, names=None, transport="websockets",
-                 during: Callable[[Fleet], Awaitable[None]] | None = None, quiesce: bool = True, **overrides) -> Fleet:
+                 during: Callable[[Fleet], Awaitable[None]] | None = None, quiesce: bool = True, ready: bool = True,
+                 **overrides) -> Fleet:
     """Run the fleet and the recorder; `during(fleet)` (or `during(fleet, pipeline)`) runs alongside. With `quiesce`, the simulators
-    stop pushing before the recorder stops, so every frame sent was received."""
+    stop pushing before the recorder stops, so every frame sent was received. With `ready`, `during` and the
+    `seconds` start once every feed has received a frame: a fault scheduled 0.4 s in must find the feeds
+    connected, however long a loaded machine takes to connect them."""
     async with trio.open_nursery() as sims:
         fleet = await start_fleet(sims, settings)
         cfg = make_config(fleet, root, names=names, transport=transport, **overrides)
         stop = trio.Event()
         async with trio.open_nursery() as rec:
             pipeline = await rec.start(lambda task_status: run_recorder(cfg, stop=stop, task_status=task_status))
+            if ready:
+                await wait_for_frames(pipeline, [f.name for f in cfg.feeds])
             if during is not None:
                 wants_pipeline = during.__code__.co_argcount >= 2
                 rec.start_soon(*((during, fleet, pipeline) if wants_pipeline else (during, fleet)))
@@ -45,6 +50,13 @@ async def record(root: Path, seconds: float, *, settings: SimSettings = FAST, na
             stop.set()
         sims.cancel_scope.cancel()
     return fleet
+
+
+async def wait_for_frames(pipeline, feeds: list[str], timeout: float = 30.0) -> None:
+    """Until every feed in `feeds` has received at least one frame."""
+    with trio.fail_after(timeout):
+        while any((s := pipeline.stats.get(f)) is None or not s.frames for f in feeds):
+            await trio.sleep(0.02)
 
 
 async def stop_daemon(proc, fleet: Fleet, *, after: float, timeout: float = 30.0, log: Path | None = None,

@@ -164,7 +164,8 @@ async def test_rejected_auth_backs_off_instead_of_storming(tmp_path):
     async def reject(fleet):
         fleet.outpoll.reject_auth = True
 
-    fleet = await record(tmp_path, 2.5, names={"op-orders"}, during=reject, backoff_max_seconds=1.0)
+    # ready=False: the refusal must be in place before the first connection authenticates.
+    fleet = await record(tmp_path, 2.5, names={"op-orders"}, during=reject, ready=False, backoff_max_seconds=1.0)
     assert 1 <= fleet.outpoll.auth_attempts <= 4
     with Dataset.open(tmp_path / "data") as ds:
         reasons = {r["close_reason"] for r in ds.sql("SELECT close_reason FROM sessions").to_pylist()}
