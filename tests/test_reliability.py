@@ -73,7 +73,8 @@ async def test_disk_full_keeps_connections_and_loses_nothing(small_fs, tmp_path,
         state["filler"].unlink()
 
     names = {"op-book", "it-trades", "pf-main"}
-    fleet = await record(small_fs, 6.0, names=names, during=disk_full)
+    # ready=False: this scenario's timeline (fill at 1 s, free at 3.5 s, stop at 6 s) counts from the start.
+    fleet = await record(small_fs, 6.0, names=names, during=disk_full, ready=False)
     errors = [r.getMessage() for r in caplog.records if "failed:" in r.getMessage()]
     recovered = [r.getMessage() for r in caplog.records if "works again" in r.getMessage()]
     with Dataset.open(small_fs / "data") as ds:
