@@ -212,11 +212,53 @@ def test_well_formed_pushes_and_trades_take_the_fast_path():
              (outpoll.make_decoder(outpoll.FeedSpec(stream="last_trades")), "outpoll",
               ['{"t":"TRADE","e":"ev","o":"y","d":{"id":"t1","p":0.61,"q":25,"s":"BUY","ts":1712160300}}']),
              (intots.make_decoder(intots.FeedSpec(stream="asset_price", symbol="BTCUSDT")), "intots",
-              ['{"type":"price_update","symbol":"BTCUSDT","price":8734521}'])]
+              ['{"type":"price_update","symbol":"BTCUSDT","price":8734521}']),
+             (intots.make_decoder(intots.FeedSpec(stream="chart", event_id="42")), "intots",  # the simulator's forms
+              ['{"type":"chart_update","timestamp":"2026-03-15T14:30:05Z","ratios":{"Yes":6450,"No":3550}}',
+               '{"type":"chart_update","event_id":42,"ratios":[{"timestamp":"2026-03-15T14:30:06.250000Z",'
+               '"values":[0.65,0.35]}]}', '{"type":"chart_update","ratios":[0.66,0.34]}'])]
     for decoder, venue, texts in cases:
         b, slow = Buffers(), []
         meta = FrameMeta(venue=venue, feed="f", conn_id="c", seq=1, ts_recv=TS)
         assert decoder.decode_run(texts, meta, b, slow.append) >= len(texts) and slow == []
+
+
+# --- InTots chart points: the seed form, the long-docs list and the flat list ---------------------
+
+chart_numbers = st.one_of(spelled([0.65, 0.35, 0.0, 1.0, 0.5, 6450.0, 3550.0, 10000.0, 10001.0, -0.1, 1e308,
+                                   0.30000000000000004, "0.5", True, None]),
+                          st.sampled_from(["1e400", "[]", "{}"]))
+stamps = st.sampled_from(['"2026-03-15T14:30:05Z"', '"2026-03-15T14:30:05.123456Z"', '"2026-03-15T14:30:05+02:00"',
+                          '"2026-03-15T14:30:05"', '"2026-03-15 14:30:06.5Z"', '"yesterday"', "1712160300", "null"])
+ratio_keys = st.sampled_from(["Yes", "No", "YES", "no", "Maybe", "\u00e9"])
+value_lists = st.lists(chart_numbers, max_size=3).map(lambda vs: "[" + ",".join(vs) + "]")
+chart_points = st.builds(lambda t, v: "{" + ",".join(x for x in [t, v] if x) + "}",
+                         st.one_of(st.just(""), stamps.map(lambda t: f'"timestamp":{t}')),
+                         st.one_of(value_lists.map(lambda v: f'"values":{v}'), st.just(""), st.just('"values":null')))
+ratios = st.one_of(
+    st.lists(st.tuples(ratio_keys, chart_numbers), max_size=3).map(
+        lambda kv: "{" + ",".join(f'"{k}":{v}' for k, v in kv) + "}"),  # the seed form (keys may repeat)
+    st.lists(chart_points, min_size=1, max_size=3).map(lambda ps: "[" + ",".join(ps) + "]"),
+    value_lists, st.sampled_from(["null", '"x"', "5", '[{"values":[0.5]},0.5]', '[0.5,{"values":[0.5]}]']))
+chart_frames = st.one_of(
+    st.builds(lambda k, e, t, r: "{" + ",".join(x for x in [f'"type":"{k}"', e, t, f'"ratios":{r}' if r else ""] if x) + "}",
+              st.sampled_from(["chart_update", "chart_update", "chart_update", "init", "initial"]),
+              st.sampled_from(["", '"event_id":42', '"event_id":"42"', '"event_id":"ev-9"', '"event_id":null',
+                               '"event_id":18446744073709551616', '"event_id":1.5']),
+              st.one_of(st.just(""), stamps.map(lambda t: f'"timestamp":{t}')), st.one_of(ratios, st.just(""))),
+    st.sampled_from(['{"type":"chart_update","ratios":[0.6,0.4],"type":"init"}', "not json", '{"type":"trade"}',
+                     '{"type":"chart_update","timestamp":"2026-03-15T14:30:05Z","ratios":{"Yes":6450},'
+                     '"timestamp":"2026-03-15T14:30:06Z"}']))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(chart_frames, min_size=1, max_size=6), min_size=1, max_size=4), st.booleans())
+def test_intots_chart_run_decoder_equals_decoding_frame_by_frame(tmp_path_factory, runs, three):
+    """InTots chart updates in every form: decode_run gives exactly the tables, counts, rejects and
+    points window that decode() frame by frame gives (history after them deduplicated the same)."""
+    outcomes = ("Yes", "No", "Maybe") if three else intots.DEFAULT_OUTCOMES
+    make = lambda: intots.make_decoder(intots.FeedSpec(stream="chart", event_id="42", outcomes=outcomes))  # noqa: E731
+    assert_same(tmp_path_factory, make, runs, "intots")
 
 
 # --- Outpoll order books: snapshots and deltas merged into per-outcome state --------------------

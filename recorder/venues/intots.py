@@ -135,8 +135,8 @@ class Decoder:
         self.points = Bounded(50_000)
         if spec.stream == "asset_price":
             self.decode_run = self._price_run
-        elif spec.stream != "trades":
-            self.decode_run = None
+        elif spec.stream == "chart":
+            self.decode_run = self._chart_run
 
     def state(self) -> dict:
         return {"recent": [list(t) for t in self.recent], "points": self.points.items()}
@@ -229,6 +229,88 @@ class Decoder:
             a_price(msg.price * scale)
             n += 1
         return n
+
+    def _chart_run(self, texts: list[str], meta: FrameMeta, buffers, slow) -> int:
+        """A run of a chart feed (base.Decoder.decode_run): live chart updates in any of the three
+        forms, well formed, parsed by msgspec and appended column by column; anything else (history,
+        malformed frames, a point that would be a reject) goes to slow(i), in order, before any
+        state is touched. Rows and the points window are exactly what decode() gives
+        (tests/test_fastpaths.py)."""
+        first, ts_recv, default = meta.seq, meta.ts_recv, self.spec.event_id
+        points, parse = self.points, _CHART_UPDATE.decode
+        appends = None
+        n = 0
+        for i, text in enumerate(texts):
+            try:
+                msg = parse(text)
+                market = default if msg.event_id is msgspec.UNSET else msg.event_id
+                if market is None or (type(market) is int and not _INT_MIN <= market < _INT_END):
+                    raise ValueError  # no event id at all, or one the checked path's parser reads as a float
+                values = self._chart_values(msg)
+            except ValueError:  # msgspec's errors, a bad time, or what the checked path rejects
+                slow(i)
+                continue
+            if type(market) is int:
+                market = str(market)
+            for outcome, ts, p in values:
+                if ts is not None:
+                    key = f"{market}|{outcome}|{ts}|{p!r}"
+                    if key in points:
+                        continue
+                    points.add(key)
+                if appends is None:
+                    cols = buffers.columns("chance", meta.venue, (("feed", meta.feed), ("conn_id", meta.conn_id),
+                                                                  ("origin", VENUE), ("source", "live")),
+                                           "ts_event", nullable=("ts_event",))
+                    a_ts, a_recv, a_seq, a_market, a_outcome, a_p = cols.appenders(
+                        "ts_event", "ts_recv", "seq", "market", "outcome", "probability")
+                    appends = True
+                a_ts(ts)
+                a_recv(ts_recv)
+                a_seq(first + i)
+                a_market(market)
+                a_outcome(outcome)
+                a_p(p)
+                n += 1
+        return n
+
+    def _chart_values(self, msg: "_ChartUpdate") -> list[tuple[str, int | None, float]]:
+        """(outcome, time, probability) of each point of a live chart update, as _chart() reads them;
+        ValueError where _chart() would reject the frame."""
+        raw = bytes(msg.ratios).lstrip()
+        if raw[:1] == b"{":  # the seed form: {"Yes": 6450, "No": 3550} at msg.timestamp
+            ts = _fast_time(msg.timestamp)
+            out = []
+            for key, v in _RATIO_DICT.decode(raw).items():
+                p = v / RATIO_SCALE
+                if not 0.0 <= p <= 1.0:
+                    raise ValueError
+                out.append((self.names.get(key.casefold(), key), ts, p))
+            return out
+        if raw[:1] != b"[":
+            raise ValueError
+        if raw[1:].lstrip()[:1] == b"{":  # [{"timestamp", "values": [...]}, ...]
+            out = []
+            for point in _POINT_LIST.decode(raw):
+                ts = _fast_time(point.timestamp)  # read even when there are no values, as _chart() does
+                out += [(o, ts, p) for o, p in self._fast_indexed(point.values)]
+            return out
+        ts = _fast_time(msg.timestamp)  # the flat list, its time (if any) in the frame
+        return [(o, ts, p) for o, p in self._fast_indexed(_VALUE_LIST.decode(raw))]
+
+    def _fast_indexed(self, values: list[float]) -> list[tuple[str, float]]:
+        """_indexed() for values msgspec has already read as finite numbers; ValueError for a reject."""
+        names = self.spec.outcomes
+        if len(values) > len(names):
+            raise ValueError
+        scale = RATIO_SCALE if any(v > 1 for v in values) else 1
+        out = []
+        for name, v in zip(names, values):
+            p = v / scale
+            if not 0.0 <= p <= 1.0:
+                raise ValueError
+            out.append((name, p))
+        return out
 
     # trades --------------------------------------------------------------------------------
     def _trades(self, items: list, meta: FrameMeta, *, history: bool) -> list[Record]:
@@ -342,6 +424,33 @@ class _PriceUpdate(msgspec.Struct, tag_field="type", tag="price_update", gc=Fals
 
 
 _PRICE_UPDATE = msgspec.json.Decoder(_PriceUpdate)
+
+
+# A live chart update: its ratios read by form (_chart_values), numbers as finite floats (a string,
+# a bool or a null where a number is expected goes the checked way). No cycles: gc=False.
+class _ChartUpdate(msgspec.Struct, tag_field="type", tag="chart_update", gc=False):
+    ratios: msgspec.Raw
+    timestamp: str | None = None
+    event_id: str | int | msgspec.UnsetType = msgspec.UNSET
+
+
+class _ChartPoint(msgspec.Struct, gc=False):
+    values: list[float]
+    timestamp: str | None = None
+
+
+# Integer ids outside [-2**63, 2**64) are floats to the checked path's parser (orjson), and rejected
+# there as too large to read exactly: left to it.
+_INT_MIN, _INT_END = -(2**63), 2**64
+_CHART_UPDATE = msgspec.json.Decoder(_ChartUpdate)
+_RATIO_DICT = msgspec.json.Decoder(dict[str, float])
+_POINT_LIST = msgspec.json.Decoder(list[_ChartPoint])
+_VALUE_LIST = msgspec.json.Decoder(list[float])
+
+
+def _fast_time(value: str | None) -> int | None:
+    """Decoder._time() for a value msgspec has read as a string or null (ValueError if not ISO 8601)."""
+    return None if value is None else iso_to_us(value)
 
 
 def make_decoder(spec: FeedSpec) -> Decoder:
