@@ -193,6 +193,15 @@ def probability(value: Any, what: str, *, scale: float = 1.0) -> float:
     return p
 
 
+def live_chance_appenders(buffers, meta, origin: str, **kwargs) -> tuple:
+    """A run decoder's appenders for live chance rows of one venue's own points (feed, conn_id,
+    origin and source constant): ts_event, ts_recv, seq, market, outcome, probability. `kwargs`
+    go to Buffers.columns (seconds=, nullable=)."""
+    cols = buffers.columns("chance", meta.venue, (("feed", meta.feed), ("conn_id", meta.conn_id), ("origin", origin),
+                                                  ("source", "live")), "ts_event", **kwargs)
+    return cols.appenders("ts_event", "ts_recv", "seq", "market", "outcome", "probability")
+
+
 def _show(value: Any) -> str:
     r = repr(value)
     return r if len(r) <= 80 else r[:77] + "..."

@@ -259,12 +259,8 @@ class Decoder:
                         continue
                     points.add(key)
                 if appends is None:
-                    cols = buffers.columns("chance", meta.venue, (("feed", meta.feed), ("conn_id", meta.conn_id),
-                                                                  ("origin", VENUE), ("source", "live")),
-                                           "ts_event", nullable=("ts_event",))
-                    a_ts, a_recv, a_seq, a_market, a_outcome, a_p = cols.appenders(
-                        "ts_event", "ts_recv", "seq", "market", "outcome", "probability")
-                    appends = True
+                    appends = base.live_chance_appenders(buffers, meta, VENUE, nullable=("ts_event",))
+                    a_ts, a_recv, a_seq, a_market, a_outcome, a_p = appends
                 a_ts(ts)
                 a_recv(ts_recv)
                 a_seq(first + i)

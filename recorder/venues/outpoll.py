@@ -439,10 +439,7 @@ class Decoder:
                 continue
             market, outcome = st.market, st.outcome  # the window's shared strings
             if appends is None:
-                cols = buffers.columns("chance", meta.venue, (("feed", meta.feed), ("conn_id", meta.conn_id),
-                                                              ("origin", VENUE), ("source", "live")), "ts_event",
-                                       seconds=("ts_event",))
-                appends = cols.appenders("ts_event", "ts_recv", "seq", "market", "outcome", "probability")
+                appends = base.live_chance_appenders(buffers, meta, VENUE, seconds=("ts_event",))
                 a_ts, a_recv, a_seq, a_market, a_outcome, a_p = appends
                 ts_recv = meta.ts_recv
             a_ts(t)  # seconds, as seconds_to_us converts them (Columns)
