@@ -72,24 +72,32 @@ def cmd_demo(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    import trio
-
     from .simulators.base import SimSettings
     from .simulators.fleet import SIM_ENV, start_fleet
 
     _setup_logging("info")
 
+    async def start(nursery) -> dict[str, str]:
+        fleet = await start_fleet(nursery, SimSettings(interval=args.interval, fault_every=args.fault_every))
+        return fleet.urls()
+
+    notes = ["The simulators' own test credentials (not real ones), for a recorder config on loopback:"]
+    return _serve_urls(start, notes + [f"  export {key}={value}" for key, value in SIM_ENV.items()], args.seconds)
+
+
+def _serve_urls(start, notes: list[str], seconds: float | None) -> int:
+    """Run servers started by `start(nursery)` (which returns their URLs by name), print the URLs
+    and the notes, and serve until Ctrl-C or for `seconds`."""
+    import trio
+
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
-            fleet = await start_fleet(nursery, SimSettings(interval=args.interval, fault_every=args.fault_every))
-            for name, url in fleet.urls().items():
+            for name, url in (await start(nursery)).items():
                 print(f"{name:24} {url}", flush=True)
-            print("The simulators' own test credentials (not real ones), for a recorder config on loopback:",
-                  flush=True)
-            for key, value in SIM_ENV.items():
-                print(f"  export {key}={value}", flush=True)
-            if args.seconds:
-                await trio.sleep(args.seconds)
+            for line in notes:
+                print(line, flush=True)
+            if seconds:
+                await trio.sleep(seconds)
                 nursery.cancel_scope.cancel()
 
     try:
@@ -100,8 +108,6 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    import trio
-
     from .simulators.replay import ReplayServer, load_recording, parse_speed
 
     _setup_logging("info")
@@ -110,22 +116,12 @@ def cmd_replay(args) -> int:
     root = Path(args.data) if args.data else cfgmod.load(args.config, environ=_NoSecretsNeeded(os.environ)).storage.root
     recording = load_recording(root, start=args.start, end=args.end, feeds=tuple(args.feeds or ()))
 
-    async def serve() -> None:
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(ReplayServer(recording, speed=speed, listen=args.listen).run)
-            for name, url in server.urls().items():
-                print(f"{name:24} {url}", flush=True)
-            print("Replay accepts any credentials and keeps none: point a recorder's feeds (url = ...) here.",
-                  flush=True)
-            if args.seconds:
-                await trio.sleep(args.seconds)
-                nursery.cancel_scope.cancel()
+    async def start(nursery) -> dict[str, str]:
+        server = await nursery.start(ReplayServer(recording, speed=speed, listen=args.listen).run)
+        return server.urls()
 
-    try:
-        trio.run(serve)
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return _serve_urls(start, ["Replay accepts any credentials and keeps none: point a recorder's feeds (url = ...) here."],
+                       args.seconds)
 
 
 def cmd_query(args) -> int:

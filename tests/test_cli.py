@@ -107,3 +107,14 @@ def test_the_command_puts_arrow_on_the_system_allocator_before_pyarrow_loads():
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "system", out.stderr
+
+
+def test_simulate_prints_every_simulator_url_and_its_test_credentials():
+    """`recorder simulate --seconds 1`: one line per simulated feed (name, ws:// URL on loopback),
+    the simulators' own credentials as export lines, then a clean exit when the time is up."""
+    r = recorder("simulate", "--seconds", "1")
+    assert r.returncode == 0, r.stderr
+    urls = [line.rsplit(None, 1) for line in r.stdout.splitlines() if "ws://" in line]
+    assert urls and all(url.startswith("ws://127.0.0.1:") for _, url in urls)
+    assert {name.split()[0] for name, _ in urls} == {"outpoll", "intots", "predictfun"}
+    assert any(line.startswith("  export PREDICTFUN_API_KEY=") for line in r.stdout.splitlines())
