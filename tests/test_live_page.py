@@ -184,6 +184,7 @@ def test_live_page_in_chromium_against_the_daemon(tmp_path):
         # machine delays: read it from an animation frame, as the page's user would see it)
         page.wait_for_function("window.recorderChart.chart.timeScale().getVisibleLogicalRange().to"
                                " >= window.recorderChart.stats().grid - 2", polling="raf", timeout=5_000)
+        assert page.evaluate("window.recorderChart.stats().follow") == "all"
 
         # a disconnect appears as a gap: open while the feeds back off, then closed
         dropped_at = _us_now()
@@ -196,6 +197,18 @@ def test_live_page_in_chromium_against_the_daemon(tmp_path):
         after = page.evaluate("window.recorderChart.stats().received")
         page.wait_for_function(f"window.recorderChart.stats().received >= {after + 5}", timeout=10_000)  # and resume
         live = [g for g in page.evaluate("window.recorderChart.stats().gaps") if g["start"] >= dropped_at]
+
+        # the user zooms in (wheel over the middle of the chart): the view stops following and
+        # stays where they put it while points keep arriving
+        box = page.locator("#chart").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, -600)
+        page.wait_for_function("window.recorderChart.stats().follow === null", polling="raf", timeout=5_000)
+        view = "(() => { const r = window.recorderChart.chart.timeScale().getVisibleLogicalRange(); return [r.from, r.to]; })()"
+        zoomed = page.evaluate(view)
+        grid = page.evaluate("window.recorderChart.stats().grid")
+        page.wait_for_function(f"window.recorderChart.stats().grid >= {grid + 5}", polling="raf", timeout=10_000)
+        assert page.evaluate(view) == zoomed and page.evaluate("window.recorderChart.stats().follow") is None
 
         # the history now holds the same gap (flushed or still buffered: no hole either way)
         with page.expect_response(lambda r: "/api/chart?" in r.url, timeout=15_000) as again:

@@ -162,7 +162,8 @@
       this.addLines();
       this.addVolume();
       this.chart.timeScale().fitContent();
-      this.followedTo = this.gridCount;
+      this.follow = "all";
+      this.watchUser(element);
       this.tooltip = this.makeTooltip();
       this.chart.subscribeCrosshairMove((p) => this.showTooltip(p));
     }
@@ -266,25 +267,35 @@
       return this.data.grid_start + Math.floor((us - this.data.grid_start) / iv) * iv;
     }
 
-    // Grow the time axis to the bucket. A view that showed the latest bucket keeps doing so: the
-    // whole range squeezed in when it showed everything, else scrolled (a zoomed-in view stays put).
+    // Grow the time axis to the bucket, and the view with it as `follow` says: "all" (the whole
+    // range squeezed in, as on opening), "edge" (scrolled to the newest bucket, zoom kept) or null
+    // (the user moved away from the newest bucket: the view stays put).
     extendGrid(bucket) {
       if (this.gridEnd > bucket) return;
-      const ts = this.chart.timeScale(), range = ts.getVisibleLogicalRange();
-      // (compared with the axis as last followed: the chart applies a fit or scroll only when it
-      // next draws, so several points in one go see the range from before the first)
-      const following = range !== null && range.to >= Math.min(this.gridCount, this.followedTo) - 2;
       while (this.gridEnd <= bucket) {
         this.grid.update({ time: sec(this.gridEnd) });
         this.gridEnd += this.data.interval;
         this.gridCount += 1;
       }
       this.data.end = Math.max(this.data.end, this.gridEnd);
-      if (following) {
-        this.followedTo = this.gridCount;
-        if (range.from <= 0.5) ts.fitContent();
-        else ts.scrollToRealTime();
+      if (this.follow === "all") this.chart.timeScale().fitContent();
+      else if (this.follow === "edge") this.chart.timeScale().scrollToRealTime();
+    }
+
+    // Only the user changes how the view follows. A change of the visible range within a second of
+    // the user's wheel, pointer, touch or key input is theirs: showing the newest bucket means
+    // follow ("all" when it shows everything), else stay put. The chart's own changes (a fit or a
+    // scroll it applies when it next draws, late on a loaded machine) are never read as intent.
+    watchUser(element) {
+      this.userAt = -Infinity;
+      const mark = () => { this.userAt = performance.now(); };
+      for (const kind of ["wheel", "pointerdown", "touchstart", "keydown"]) {
+        element.addEventListener(kind, mark, { capture: true, passive: true });
       }
+      this.chart.timeScale().subscribeVisibleLogicalRangeChange((r) => {
+        if (r === null || performance.now() - this.userAt > 1000) return;
+        this.follow = r.to < this.gridCount - 2 ? null : (r.from <= 0.5 ? "all" : "edge");
+      });
     }
 
     gapBetween(a, b) {
@@ -321,7 +332,7 @@
       }));
       const gaps = this.gaps.map((g) => ({ start: g.start, end: g.end, label: g.label, x0: this.x(g.start),
         x1: this.x(this.gapEnd(g)) }));
-      return { series: series, gaps: gaps, grid: this.gridCount,
+      return { series: series, gaps: gaps, grid: this.gridCount, follow: this.follow,
         volume: this.volume ? this.volume.data().length : 0, width: this.chart.timeScale().width(),
         received: this.received };
     }
