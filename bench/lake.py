@@ -92,7 +92,8 @@ def ingest(pg, frames: int, repeats: int, work: Path) -> dict:
                 runs[mode].append(round(r["rate"]))
                 if mode not in best or r["rate"] > best[mode]["rate"]:
                     best[mode] = r
-                print(f"  ingest {mode:5} {r['rate']:>10,.0f} frames/s, visible p50/p99 "
+                print(f"  ingest {mode:5} {r['rate']:>10,.0f} frames/s, CPU us/frame loop {r['loop_cpu_us_per_frame']}"
+                      f" process {r['process_cpu_us_per_frame']}, visible p50/p99 "
                       f"{r['visible_ms_p50']}/{r['visible_ms_p99']} ms", flush=True)
     return {"plain": best["plain"], "lake": best["lake"], "runs": runs,
             "lake_over_plain": round(best["lake"]["rate"] / best["plain"]["rate"], 3)}
@@ -123,7 +124,7 @@ def main() -> None:
     try:
         print("catalog commit latency (publish: ledger check + one transaction):", flush=True)
         results["commit_latency"] = []
-        for w in map(int, a.writers.split(",")):
+        for w in (int(x) for x in a.writers.split(",") if x):
             r = commit_latency(pg, w, a.flushes, work)
             results["commit_latency"].append(r)
             print(f"  {w} writers: {r['commits']} commits, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms,"
