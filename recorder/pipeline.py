@@ -73,6 +73,12 @@ class Staged:
 
     flush_seq: int
     pending: list  # the store's description of the files (JSON)
+    position: jr.Position | None = None  # the journal position it commits (None: recovered from the checkpoint)
+    # Held back by the flusher (commit(defer_publish=True)) and no publish of it tried yet: the next
+    # flush's checkpoint takes its files into its own `pending`, so both are published in one go.
+    # Never a flush whose publish was tried (it may have committed, its reply lost) or recovered.
+    foldable: bool = False
+    jobs: tuple = ()  # the held-back Jobs, for readers of rows not yet visible (the live page)
 
 
 @attrs.define
@@ -225,10 +231,17 @@ class Pipeline:
     @property
     def held_bytes(self) -> int:
         """Bytes held in memory until they are written: the journal's queue, the buffered rows, and
-        a flush cut but not yet committed (memcap.py)."""
-        job = self.unfinished
+        a flush cut but not yet committed, and flushes held back from publishing (memcap.py)."""
         return ((self.journal.queued_bytes if self.journal is not None else 0) + self.buffers.held_bytes
-                + (job.flush.nbytes if job is not None else 0))
+                + sum(job.flush.nbytes for job in self.unpublished_jobs()))
+
+    def unpublished_jobs(self) -> list[Job]:
+        """Flushes cut but not yet visible to readers: held back from publishing, and the one being
+        committed (its rows are in neither the buffers nor the store)."""
+        jobs = list(self.staged.jobs) if self.staged is not None else []
+        if self.unfinished is not None and all(j is not self.unfinished for j in jobs):
+            jobs.append(self.unfinished)
+        return jobs
 
     def ingest(self, entry: jr.Entry) -> None:
         """Journal an entry, then decode it into the buffers."""
@@ -335,19 +348,24 @@ class Pipeline:
             self.unfinished = self.cut()
         return self.unfinished
 
-    def commit(self, job: Job) -> None:
+    def commit(self, job: Job, *, defer_publish: bool = False) -> None:
         """Make a Job durable and visible (worker thread). Safe to call again after it failed:
-        a job whose checkpoint is written is only published again, never written again."""
-        if self.staged is not None and self.staged.flush_seq != job.flush_seq:
-            self._publish_staged()  # recovered from the checkpoint: it goes first
-        if self.staged is None:
+        a job whose checkpoint is written is only published again, never written again.
+
+        `defer_publish` (the flusher asks for it when the store's publish_interval has not passed
+        since its last publish): the job is made durable and checkpointed, but not yet published;
+        the next commit publishes it together with its own flush, in one catalog transaction."""
+        if self.staged is not None and self.staged.flush_seq != job.flush_seq and not self.staged.foldable:
+            self._publish_staged()  # recovered from the checkpoint, or its publish failed: it goes first, alone
+        if self.staged is None or self.staged.flush_seq != job.flush_seq:
             self.checkpoint(job)
-        self._publish_staged()
-        self.storage_stats.add_written(rows_by_feed(job.flush.partitions))
-        self.committed = job.position
+            self.storage_stats.add_written(rows_by_feed(job.flush.partitions))
+        if defer_publish and self.staged.position is not None:
+            self.staged = attrs.evolve(self.staged, foldable=True)
+        else:
+            self._publish_staged()
         if self.unfinished is job:
             self.unfinished = None
-        self.journal.remove_before(job.position)
 
     def checkpoint(self, job: Job) -> list:
         """Step 1 of a commit: fsync the journal, have the store write the files (durable, not
@@ -356,18 +374,26 @@ class Pipeline:
         self.journal.sync()
         pending = self.store.checkpoint_files(job.flush, job.flush_seq)
         crashpoints.reach("files_written")
+        held = self.staged if self.staged is not None and self.staged.foldable else None
+        if held is not None:  # a held-back flush: its files are published with this one's
+            pending = held.pending + pending
         head = {"version": 1, "instance": self.instance, "flush_seq": job.flush_seq, "rows": job.flush.rows,
                 "position": list(job.position), "pending": pending}
         checkpoint = json.dumps(head)[:-1] + ', "state": ' + job.state + "}"
         write_atomic(self.journal_dir / CHECKPOINT, checkpoint.encode())
-        self.staged = Staged(flush_seq=job.flush_seq, pending=pending)
+        self.staged = Staged(flush_seq=job.flush_seq, pending=pending, position=job.position,
+                             jobs=(held.jobs if held is not None else ()) + (job,))
         crashpoints.reach("checkpointed")
         return pending
 
     def _publish_staged(self) -> None:
         """Step 2: the store makes the staged files visible (recovery redoes this from the checkpoint)."""
-        self.store.publish(self.staged.flush_seq, self.staged.pending)
+        staged = self.staged = attrs.evolve(self.staged, foldable=False)  # tried: never folded from now on
+        self.store.publish(staged.flush_seq, staged.pending)
         self.staged = None
+        if staged.position is not None:
+            self.committed = staged.position
+            self.journal.remove_before(staged.position)
 
     def close(self) -> None:
         """Commit what is left and release the journal (the daemon's last step)."""
