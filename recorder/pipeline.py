@@ -73,12 +73,6 @@ class Staged:
 
     flush_seq: int
     pending: list  # the store's description of the files (JSON)
-    position: jr.Position | None = None  # the journal position it commits (None: recovered from the checkpoint)
-    # Held back by the flusher (commit(defer_publish=True)) and no publish of it tried yet: the next
-    # flush's checkpoint takes its files into its own `pending`, so both are published in one go.
-    # Never a flush whose publish was tried (it may have committed, its reply lost) or recovered.
-    foldable: bool = False
-    jobs: tuple = ()  # the held-back Jobs, for readers of rows not yet visible (the live page)
 
 
 @attrs.define
@@ -87,6 +81,18 @@ class FeedStats:
     rows: int = 0
     rejects: int = 0
     last_frame: int | None = None
+
+
+def merge_jobs(jobs: list[Job]) -> Job:
+    """Jobs cut one after another as one: every partition's batches in order, and the last job's
+    number, journal position and state (it covers everything cut up to there)."""
+    partitions: dict = {}
+    for job in jobs:
+        for key, batches in job.flush.partitions.items():
+            partitions.setdefault(key, []).extend(batches)
+    flush = Flush(partitions=partitions, rows=sum(j.flush.rows for j in jobs), nbytes=sum(j.flush.nbytes for j in jobs))
+    last = jobs[-1]
+    return Job(flush=flush, flush_seq=last.flush_seq, position=last.position, state=last.state)
 
 
 def _dump_state(state: dict) -> str:
@@ -120,6 +126,7 @@ class Pipeline:
         self.journal: jr.Journal | None = None
         self.unfinished: Job | None = None  # cut but not yet committed (a commit failed, or is running)
         self.staged: Staged | None = None  # in the checkpoint, not yet published (a publish failed)
+        self.held: list[Job] = []  # cut, held back by the flusher (commit(defer_publish=True)): written with the next
         self.gate = None  # storage.FlushGate, set by the storage tasks: feeds wait at it when far behind
         self.storage_stats = StorageStats()  # for the daemon's window (/metrics, /status)
         self.memory = None  # memcap.MemoryCap, set by the storage tasks: feeds wait at it at storage.max_memory_mb
@@ -231,17 +238,15 @@ class Pipeline:
     @property
     def held_bytes(self) -> int:
         """Bytes held in memory until they are written: the journal's queue, the buffered rows, and
-        a flush cut but not yet committed, and flushes held back from publishing (memcap.py)."""
+        flushes cut but not yet committed (held back, or being committed) (memcap.py)."""
         return ((self.journal.queued_bytes if self.journal is not None else 0) + self.buffers.held_bytes
                 + sum(job.flush.nbytes for job in self.unpublished_jobs()))
 
     def unpublished_jobs(self) -> list[Job]:
-        """Flushes cut but not yet visible to readers: held back from publishing, and the one being
-        committed (its rows are in neither the buffers nor the store)."""
-        jobs = list(self.staged.jobs) if self.staged is not None else []
-        if self.unfinished is not None and all(j is not self.unfinished for j in jobs):
-            jobs.append(self.unfinished)
-        return jobs
+        """Flushes cut but not yet visible to readers (the live page adds their rows): held back
+        by the flusher, and the one being committed. Their rows are in neither the buffers nor
+        the store."""
+        return self.held + ([self.unfinished] if self.unfinished is not None else [])
 
     def ingest(self, entry: jr.Entry) -> None:
         """Journal an entry, then decode it into the buffers."""
@@ -353,17 +358,22 @@ class Pipeline:
         a job whose checkpoint is written is only published again, never written again.
 
         `defer_publish` (the flusher asks for it when the store's publish_interval has not passed
-        since its last publish): the job is made durable and checkpointed, but not yet published;
-        the next commit publishes it together with its own flush, in one catalog transaction."""
-        if self.staged is not None and self.staged.flush_seq != job.flush_seq and not self.staged.foldable:
-            self._publish_staged()  # recovered from the checkpoint, or its publish failed: it goes first, alone
-        if self.staged is None or self.staged.flush_seq != job.flush_seq:
-            self.checkpoint(job)
-            self.storage_stats.add_written(rows_by_feed(job.flush.partitions))
-        if defer_publish and self.staged.position is not None:
-            self.staged = attrs.evolve(self.staged, foldable=True)
+        since its last publish): the job is only held, in memory (its rows are in the journal,
+        fsynced by the group commit, and the checkpoint stays behind them); the next commit
+        writes the held jobs and its own as one flush, one file per partition, published at once."""
+        if self.staged is not None and self.staged.flush_seq != job.flush_seq:
+            self._publish_staged()  # recovered from the checkpoint: it goes first
+        if defer_publish and self.staged is None:
+            self.held.append(job)
         else:
+            if self.staged is None:
+                whole = merge_jobs(self.held + [job]) if self.held else job
+                self.checkpoint(whole)
+                self.storage_stats.add_written(rows_by_feed(whole.flush.partitions))
             self._publish_staged()
+            self.committed = job.position
+            self.held = []
+            self.journal.remove_before(job.position)
         if self.unfinished is job:
             self.unfinished = None
 
@@ -374,26 +384,18 @@ class Pipeline:
         self.journal.sync()
         pending = self.store.checkpoint_files(job.flush, job.flush_seq)
         crashpoints.reach("files_written")
-        held = self.staged if self.staged is not None and self.staged.foldable else None
-        if held is not None:  # a held-back flush: its files are published with this one's
-            pending = held.pending + pending
         head = {"version": 1, "instance": self.instance, "flush_seq": job.flush_seq, "rows": job.flush.rows,
                 "position": list(job.position), "pending": pending}
         checkpoint = json.dumps(head)[:-1] + ', "state": ' + job.state + "}"
         write_atomic(self.journal_dir / CHECKPOINT, checkpoint.encode())
-        self.staged = Staged(flush_seq=job.flush_seq, pending=pending, position=job.position,
-                             jobs=(held.jobs if held is not None else ()) + (job,))
+        self.staged = Staged(flush_seq=job.flush_seq, pending=pending)
         crashpoints.reach("checkpointed")
         return pending
 
     def _publish_staged(self) -> None:
         """Step 2: the store makes the staged files visible (recovery redoes this from the checkpoint)."""
-        staged = self.staged = attrs.evolve(self.staged, foldable=False)  # tried: never folded from now on
-        self.store.publish(staged.flush_seq, staged.pending)
+        self.store.publish(self.staged.flush_seq, self.staged.pending)
         self.staged = None
-        if staged.position is not None:
-            self.committed = staged.position
-            self.journal.remove_before(staged.position)
 
     def close(self) -> None:
         """Commit what is left and release the journal (the daemon's last step)."""
@@ -402,7 +404,7 @@ class Pipeline:
         if self.journal is not None:
             try:
                 while (self.unfinished is not None or self.buffers.rows or self.journal.position != self.committed
-                       or self.staged is not None):
+                       or self.staged is not None or self.held):
                     self.commit(self.next_job())
             except StoreUnavailable as exc:
                 self.journal.sync()

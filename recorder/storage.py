@@ -117,9 +117,10 @@ async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) 
     notices at its next look every `commit_interval`), `max_age` seconds have passed, or a feed
     waits at the gate.
 
-    A store with a `publish_interval` (a lake: each publish is a catalog transaction) publishes at
-    most that often: a flush that comes sooner is written and checkpointed, and held back; the next
-    flush publishes both in one transaction, or the flusher publishes it once the interval is over."""
+    A store with a `publish_interval` (a lake: each publish is a catalog transaction, whose cost
+    grows with its files) publishes at most that often: a flush cut sooner is held back in memory
+    (its rows are in the journal) and written with the next one as one flush, one file per
+    partition; once the interval is over the flusher commits what is held even with no new rows."""
     episode = _Episode("Parquet flush")
     next_due = trio.current_time() + policy.max_age
     interval = getattr(pipeline.store, "publish_interval", 0.0)
@@ -133,7 +134,7 @@ async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) 
         wanted = gate.wanted.is_set()
         gate.wanted = trio.Event()
         now = trio.current_time()
-        held_due = pipeline.staged is not None and now - last_publish >= interval  # held back long enough
+        held_due = bool(pipeline.held) and now - last_publish >= interval  # held back long enough
         if pipeline.unfinished is None:
             if not wanted and pipeline.buffers.rows < policy.max_rows and now < next_due and not held_due:
                 continue

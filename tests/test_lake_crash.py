@@ -94,14 +94,14 @@ def test_killed_at_every_commit_point_in_turn_each_flush_lands_once(postgres, tm
 
 
 def test_killed_with_flushes_held_back_each_lands_once(postgres, tmp_path):
-    """Publishing held back for a minute: every flush of a run waits, durable and checkpointed,
-    and the close publishes them all in one transaction. The writer dies at the third flush's
-    checkpoint (flushes 1-2 held, their files taken into flush 3's list), then inside the close's
-    one transaction, then just after its COMMIT, in turn (arrival 2: the first is each restart's
-    publish of what the crashed run's checkpoint holds); a clean run ends it."""
+    """Publishing held back for a minute: every flush of a run is held in memory (its rows in the
+    journal only) and the close writes them as one flush, in one transaction. The writer dies
+    with that flush's files written (before its checkpoint), inside its transaction, and just
+    after its COMMIT (arrival 2: the first is the restart's publish of what the crashed run's
+    checkpoint holds), in turn; a clean run ends it."""
     settings = lake_settings(postgres, tmp_path / "lake")
     durable = {}
-    for run, point in enumerate(("checkpointed:3", "in_transaction:2", "catalog_committed:2"), start=1):
+    for run, point in enumerate(("files_written:1", "in_transaction:1", "catalog_committed:2"), start=1):
         status, durable[f"run{run}"] = run_writer(tmp_path, settings, run, 12_000, crash_at=point,
                                                   publish_seconds=60.0)
         assert status == 137, f"the writer did not reach {point}"

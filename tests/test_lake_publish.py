@@ -1,7 +1,7 @@
-"""Publishing a lake at most every `publish_seconds`: flushes in between are held back (durable,
-in the checkpoint) and published with the next one, in one catalog transaction. Held-back
-flushes survive a crash exactly once; a flush whose publish was tried is never taken in by a
-later one (it may have committed with its reply lost); the flusher keeps to the interval."""
+"""Publishing a lake at most every `publish_seconds`: flushes cut in between are held back in
+memory (their rows in the journal) and written with the next one as one flush, one file per
+partition, in one catalog transaction. A crash loses none of them; a failed commit is retried
+whole; the flusher keeps to the interval and commits what is held once it is over."""
 
 from __future__ import annotations
 
@@ -47,94 +47,87 @@ def lake_state(settings) -> tuple[list[int], list[dict]]:
     return seqs, ledger
 
 
-def test_a_held_back_flush_is_published_with_the_next_in_one_transaction(postgres, tmp_path):
+def test_held_back_flushes_are_written_with_the_next_as_one(postgres, tmp_path):
+    """Two flushes held back, then a third: one file per partition, one transaction, one ledger
+    row (the last flush's number); meanwhile nothing written, the checkpoint behind them, and
+    their rows counted as held and shown to the live page."""
     settings = lake_settings(postgres, tmp_path / "lake")
     p = open_pipeline(tmp_path, settings)
     ingest(p, 1, 200)
     p.commit(p.cut(), defer_publish=True)
-    assert lake_state(settings) == ([], [])  # durable and in the checkpoint, not yet visible
-    checkpoint = json.loads((tmp_path / "j" / CHECKPOINT).read_text())
-    assert checkpoint["flush_seq"] == 1 and checkpoint["pending"]
-    assert [j.flush_seq for j in p.unpublished_jobs()] == [1]  # the live page still sees its rows
-    assert p.held_bytes >= p.unpublished_jobs()[0].flush.nbytes > 0
     ingest(p, 201, 400)
+    p.commit(p.cut(), defer_publish=True)
+    assert lake_state(settings) == ([], [])
+    assert not (tmp_path / "j" / CHECKPOINT).exists() and not list((tmp_path / "lake").rglob("*.parquet"))
+    assert [j.flush_seq for j in p.unpublished_jobs()] == [1, 2]  # the live page still sees their rows
+    assert p.held_bytes >= sum(j.flush.nbytes for j in p.held) > 0
+    ingest(p, 401, 600)
     p.commit(p.cut())
     seqs, ledger = lake_state(settings)
-    assert seqs == list(range(1, 401))
-    assert [r["flush"] for r in ledger] == [2]  # one transaction, one ledger row for both
-    assert ledger[0]["files"] == len(checkpoint["pending"]) * 2
-    assert p.staged is None and p.unpublished_jobs() == [] and p.committed == p.journal.position
+    assert seqs == list(range(1, 601))
+    assert [r["flush"] for r in ledger] == [3]
+    assert ledger[0]["files"] == 2  # raw and chance: one file each for all three flushes
+    checkpoint = json.loads((tmp_path / "j" / CHECKPOINT).read_text())
+    assert checkpoint["flush_seq"] == 3 and checkpoint["rows"] == 1200
+    assert p.held == [] and p.unpublished_jobs() == [] and p.committed == p.journal.position
     p.close()
 
 
-@pytest.mark.parametrize("second", ["held", "checkpointed"])
-def test_a_crash_with_flushes_held_back_publishes_each_once(postgres, tmp_path, second):
-    """Killed while flush 1 is held back, and flush 2 either held back too or checkpointed (taking
-    flush 1's files into its own list) but not published: the restart publishes them, each frame
-    once, and records on."""
+@pytest.mark.parametrize("at", ["held", "written"])
+def test_a_crash_with_flushes_held_back_loses_nothing(postgres, tmp_path, at):
+    """Killed with flushes held back in memory (only the journal has them), or just after they
+    were written and checkpointed as one flush but before its commit: the restart has each
+    frame once, and records on."""
     settings = lake_settings(postgres, tmp_path / "lake")
     p = open_pipeline(tmp_path, settings)
     ingest(p, 1, 200)
-    p.commit(p.cut(), defer_publish=True)
+    p.commit(p.cut())  # published: the checkpoint is here
     ingest(p, 201, 400)
-    if second == "held":
+    p.commit(p.cut(), defer_publish=True)
+    ingest(p, 401, 600)
+    if at == "held":
         p.commit(p.cut(), defer_publish=True)
     else:
-        p.checkpoint(p.cut())
-    ingest(p, 401, 450)  # fsynced into the journal only
+        from recorder.pipeline import merge_jobs
+
+        p.checkpoint(merge_jobs(p.held + [p.cut()]))
+    ingest(p, 601, 650)
     crash(p)
-    assert lake_state(settings) == ([], [])
+    assert lake_state(settings)[0] == list(range(1, 201))
     p2 = open_pipeline(tmp_path, settings)
-    assert lake_state(settings)[0] == list(range(1, 401))  # the checkpoint's flushes, published at open
-    ingest(p2, 451, 500)
+    ingest(p2, 651, 700)
     p2.close()
     seqs, ledger = lake_state(settings)
-    assert seqs == list(range(1, 501))
+    assert seqs == list(range(1, 701))
     flushes = [r["flush"] for r in ledger]
-    assert flushes[0] == 2 and len(flushes) == len(set(flushes))
+    assert flushes[0] == 1 and len(flushes) == len(set(flushes))
 
 
-def test_a_flush_whose_publish_failed_is_never_taken_into_a_later_one(postgres, tmp_path):
-    """The catalog goes away during flush 1's publish: the flush stays staged and, once the
-    catalog is back, is published alone (after asking the ledger) before flush 2 is written;
-    flush 2, held back, goes with flush 3."""
+def test_a_failed_commit_with_flushes_held_back_is_retried_whole(postgres, tmp_path):
+    """The catalog goes away while held flushes and a new one are committed together: the merged
+    flush stays staged (written, checkpointed), the held rows stay visible to the live page, and
+    the retry publishes it once the catalog is back, asking the ledger."""
     settings = lake_settings(postgres, tmp_path / "lake")
     p = open_pipeline(tmp_path, settings)
     ingest(p, 1, 100)
-    job1 = p.next_job()  # as the flusher takes it
+    p.commit(p.next_job(), defer_publish=True)
+    ingest(p, 101, 200)
+    job = p.next_job()  # as the flusher takes it
     postgres.stop()
     try:
         with pytest.raises(StoreUnavailable):
-            p.commit(job1)
+            p.commit(job)
     finally:
         postgres.start()
-    assert p.staged.flush_seq == 1 and not p.staged.foldable and p.unfinished is job1
-    p.commit(job1)
-    ingest(p, 101, 200)
-    p.commit(p.cut(), defer_publish=True)
-    assert p.staged.flush_seq == 2 and p.staged.foldable
+    assert p.staged.flush_seq == 2 and p.unfinished is job
+    assert [j.flush_seq for j in p.unpublished_jobs()] == [1, 2]
+    p.commit(job, defer_publish=True)  # a retry publishes what is staged, whatever the interval
+    assert p.held == [] and p.unfinished is None and p.staged is None
     ingest(p, 201, 300)
-    p.commit(p.cut())
+    p.close()
     seqs, ledger = lake_state(settings)
     assert seqs == list(range(1, 301))
-    assert [r["flush"] for r in ledger] == [1, 3]
-    p.close()
-
-
-def test_a_staged_flush_that_was_tried_goes_alone_before_the_next(postgres, tmp_path):
-    """A staged flush marked tried (as after a failed publish) is published by itself, never
-    folded: the next commit publishes it first, then writes its own flush."""
-    settings = lake_settings(postgres, tmp_path / "lake")
-    p = open_pipeline(tmp_path, settings)
-    ingest(p, 1, 100)
-    p.commit(p.cut(), defer_publish=True)
-    p.staged = attrs.evolve(p.staged, foldable=False)
-    ingest(p, 101, 200)
-    p.commit(p.cut(), defer_publish=True)
-    assert lake_state(settings)[0] == list(range(1, 101))
-    p.close()
-    seqs, ledger = lake_state(settings)
-    assert seqs == list(range(1, 201)) and [r["flush"] for r in ledger] == [1, 3]
+    assert [r["flush"] for r in ledger] == [2, 3]
 
 
 @trio_test(timeout=30)
@@ -159,4 +152,5 @@ async def test_the_flusher_publishes_at_most_every_interval(postgres, tmp_path):
     seqs, ledger = lake_state(settings)
     assert seqs == list(range(1, 2501))
     assert flushes_while_ingesting >= 20
-    assert 2 <= len(ledger) <= 9, ledger  # ~2.5 s / 0.5 s, plus the first and the last
+    assert 2 <= len(ledger) <= 9, ledger  # ~2.5 s / 0.5 s, plus the last
+    assert len(list((tmp_path / "lake" / "main" / "raw").rglob("*.parquet"))) == len(ledger)  # a file per commit

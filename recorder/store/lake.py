@@ -13,11 +13,11 @@ Commit protocol (one flush; `pipeline.commit` drives it, in the storage worker t
    (Not on a flush's first publish in the process that wrote it: no ledger row can name it yet,
    as flushes are numbered after the checkpoint's and the ledger's at startup.)
 
-Publishing at most every `publish_seconds` (the flusher holds flushes back in between): a
-held-back flush is durable and in the checkpoint; the next flush's checkpoint takes its files into
-its own list, so one transaction and one ledger row (the later flush's) register both. Only a
-flush never tried is taken in; one whose publish was tried goes alone first (it may have
-committed), so the ledger still answers for every file.
+Publishing at most every `publish_seconds`: the flusher holds flushes cut sooner in memory and
+the next commit writes them with its own as one flush (pipeline.commit): fewer, larger files and
+fewer transactions, each file and each transaction costing the writer CPU (DuckLake reads every
+file's Parquet footer and writes its statistics to the catalog). A held flush is not yet in any
+file or checkpoint, only in the journal: a crash replays it, as any uncommitted row.
 
 A kill -9 before 2 leaves files no ledger row will ever name (same names are rewritten by the
 replayed flush, or `remove_strays` deletes them); between 2 and 3, or during 3 (PostgreSQL
