@@ -7,7 +7,10 @@ ingest rate in lake mode against plain mode, in the same run. Starts its own Pos
 A committer process makes flushes of a few hundred rows over three tables (the shape of a busy
 recorder's flush) and times `publish` alone: the ledger check and the one transaction that
 registers the files and the ledger row. Ingest runs the bench sender and client (bench/run.py)
-with the storage pointed at the plain root or at the lake.
+with the storage pointed at the plain root or at the lake, and compares the rates with the final
+flush included (frames / (receiving + close)): a lake writer holds flushes back for up to
+`lake_publish_ms` and writes them together, so the rate while receiving alone would leave up to a
+second of its writing outside the measurement (it is printed too).
 """
 
 from __future__ import annotations
@@ -97,18 +100,21 @@ def ingest(pg, frames: int, repeats: int, work: Path) -> dict:
     lake = {"catalog": catalog, "password_env": PASSWORD_ENV, "data_path": str(work / "ingest-lake")}
     best: dict = {}
     runs: dict = {"plain": [], "lake": []}
+    key = "rate_with_final_flush"
     with sender_running("small", frames) as port:
         for _ in range(repeats):
             for mode, storage in (("plain", {}), ("lake", lake)):
                 r = client("recorder", "websockets", "small", port, frames, storage)
-                runs[mode].append(round(r["rate"]))
-                if mode not in best or r["rate"] > best[mode]["rate"]:
+                runs[mode].append(round(r[key]))
+                if mode not in best or r[key] > best[mode][key]:
                     best[mode] = r
-                print(f"  ingest {mode:5} {r['rate']:>10,.0f} frames/s, CPU us/frame loop {r['loop_cpu_us_per_frame']}"
-                      f" process {r['process_cpu_us_per_frame']}, visible p50/p99 "
-                      f"{r['visible_ms_p50']}/{r['visible_ms_p99']} ms", flush=True)
-    return {"plain": best["plain"], "lake": best["lake"], "runs": runs,
-            "lake_over_plain": round(best["lake"]["rate"] / best["plain"]["rate"], 3)}
+                print(f"  ingest {mode:5} {r[key]:>10,.0f} frames/s with the final flush ({r['rate']:,.0f} while"
+                      f" receiving), CPU us/frame loop {r['loop_cpu_us_per_frame']} process"
+                      f" {r['process_cpu_us_per_frame_with_close']} with the final flush, visible p50/p99"
+                      f" {r['visible_ms_p50']}/{r['visible_ms_p99']} ms", flush=True)
+    return {"plain": best["plain"], "lake": best["lake"], "runs": runs, "rate": key,
+            "lake_over_plain": round(best["lake"][key] / best["plain"][key], 3),
+            "lake_over_plain_receiving": round(best["lake"]["rate"] / best["plain"]["rate"], 3)}
 
 
 def main() -> None:
@@ -119,7 +125,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--flushes", type=int, default=50, help="flushes per writer")
     ap.add_argument("--writers", default="1,4,8")
-    ap.add_argument("--frames", type=int, default=300_000, help="frames per ingest run")
+    ap.add_argument("--frames", type=int, default=1_000_000, help="frames per ingest run")
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     from pgserver import PASSWORD, PASSWORD_ENV, PostgresServer, _bindir
@@ -143,7 +149,8 @@ def main() -> None:
                   f" max {r['max_ms']} ms, {r['retried']} tried again", flush=True)
         print("ingest, one recorder, lake vs plain (same run, interleaved):", flush=True)
         results["ingest"] = ingest(pg, a.frames, a.repeats, work)
-        print(f"  lake / plain: {results['ingest']['lake_over_plain']:.3f}", flush=True)
+        print(f"  lake / plain: {results['ingest']['lake_over_plain']:.3f} with the final flush"
+              f" ({results['ingest']['lake_over_plain_receiving']:.3f} while receiving)", flush=True)
     finally:
         pg.stop()
     OUT.mkdir(exist_ok=True)
