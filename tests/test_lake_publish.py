@@ -154,3 +154,22 @@ async def test_the_flusher_publishes_at_most_every_interval(postgres, tmp_path):
     assert flushes_while_ingesting >= 20
     assert 2 <= len(ledger) <= 9, ledger  # ~2.5 s / 0.5 s, plus the last
     assert len(list((tmp_path / "lake" / "main" / "raw").rglob("*.parquet"))) == len(ledger)  # a file per commit
+
+
+def test_lake_publish_ms_is_read_from_the_config(tmp_path):
+    """storage.lake_publish_ms (default 1000) becomes the store's publish interval; 0 publishes
+    every flush at once; a negative value is a ConfigError naming the option."""
+    from recorder import config
+    from recorder.errors import ConfigError
+    from recorder.store import open_store
+
+    raw = {"storage": {"root": str(tmp_path / "r"), "catalog": "ducklake:postgres:host=127.0.0.1 dbname=x",
+                       "data_path": str(tmp_path / "d")}}
+    assert open_store(config.parse(raw, environ={}).storage).publish_interval == 1.0
+    raw["storage"]["lake_publish_ms"] = 0
+    assert open_store(config.parse(raw, environ={}).storage).publish_interval == 0.0
+    raw["storage"]["lake_publish_ms"] = -5
+    with pytest.raises(ConfigError, match="storage.lake_publish_ms"):
+        config.parse(raw, environ={})
+    del raw["storage"]["catalog"], raw["storage"]["data_path"], raw["storage"]["lake_publish_ms"]
+    assert open_store(config.parse(raw, environ={}).storage).publish_interval == 0.0  # the plain dataset
