@@ -119,6 +119,9 @@ async def recorder(url: str, transport: str, mix: str, frames: int, root: Path, 
             out.update(json.loads(scraper.communicate(timeout=30)[0] or "{}"))
         stop.set()
     out["close_seconds"] = time.perf_counter() - t_stop
+    ru = resource.getrusage(resource.RUSAGE_SELF)  # every frame's work done: the final flush included
+    out["process_cpu_us_per_frame_with_close"] = round((ru.ru_utime + ru.ru_stime - cpu_first[1].ru_utime
+                                                        - cpu_first[1].ru_stime) / (out["frames"] - n_first) * 1e6, 2)
     out["rate_with_final_flush"] = out["frames"] / (out["seconds"] + out["close_seconds"])
 
     def pct(xs, q):

@@ -158,6 +158,7 @@ _STORAGE = {
     "password_env": Opt(type=str),
     "data_path": Opt(type=str),
     "lake_grace_minutes": Opt(type=(int, float), default=60),
+    "lake_publish_ms": Opt(type=(int, float), default=1000),
     "max_memory_mb": Opt(type=(int, float), default=512),
 }
 _RECORDER = {
@@ -282,8 +283,11 @@ def parse_lake(st: dict, base: Path, environ: Mapping[str, str]) -> LakeSettings
     password = None
     if st["password_env"] is not None:
         password = secret_from_env(st["password_env"], "storage.password_env", environ).value
+    if st["lake_publish_ms"] < 0:
+        raise ConfigError(f"storage.lake_publish_ms must be 0 or more, got {st['lake_publish_ms']!r}")
     return LakeSettings(catalog=catalog, data_path=data_path, password_env=st["password_env"], password=password,
-                        grace_seconds=positive(st["lake_grace_minutes"], "storage.lake_grace_minutes") * 60)
+                        grace_seconds=positive(st["lake_grace_minutes"], "storage.lake_grace_minutes") * 60,
+                        publish_seconds=st["lake_publish_ms"] / 1000)
 
 
 def parse_feed(entry: Any, path: str, environ: Mapping[str, str]) -> FeedConfig:

@@ -83,6 +83,18 @@ class FeedStats:
     last_frame: int | None = None
 
 
+def merge_jobs(jobs: list[Job]) -> Job:
+    """Jobs cut one after another as one: every partition's batches in order, and the last job's
+    number, journal position and state (it covers everything cut up to there)."""
+    partitions: dict = {}
+    for job in jobs:
+        for key, batches in job.flush.partitions.items():
+            partitions.setdefault(key, []).extend(batches)
+    flush = Flush(partitions=partitions, rows=sum(j.flush.rows for j in jobs), nbytes=sum(j.flush.nbytes for j in jobs))
+    last = jobs[-1]
+    return Job(flush=flush, flush_seq=last.flush_seq, position=last.position, state=last.state)
+
+
 def _dump_state(state: dict) -> str:
     """JSON of the decoders' state: their dedupe windows hold tens of thousands of keys and are
     dumped at every cut, so orjson; the standard library for anything orjson will not take."""
@@ -114,6 +126,7 @@ class Pipeline:
         self.journal: jr.Journal | None = None
         self.unfinished: Job | None = None  # cut but not yet committed (a commit failed, or is running)
         self.staged: Staged | None = None  # in the checkpoint, not yet published (a publish failed)
+        self.held: list[Job] = []  # cut, held back by the flusher (commit(defer_publish=True)): written with the next
         self.gate = None  # storage.FlushGate, set by the storage tasks: feeds wait at it when far behind
         self.storage_stats = StorageStats()  # for the daemon's window (/metrics, /status)
         self.memory = None  # memcap.MemoryCap, set by the storage tasks: feeds wait at it at storage.max_memory_mb
@@ -225,10 +238,15 @@ class Pipeline:
     @property
     def held_bytes(self) -> int:
         """Bytes held in memory until they are written: the journal's queue, the buffered rows, and
-        a flush cut but not yet committed (memcap.py)."""
-        job = self.unfinished
+        flushes cut but not yet committed (held back, or being committed) (memcap.py)."""
         return ((self.journal.queued_bytes if self.journal is not None else 0) + self.buffers.held_bytes
-                + (job.flush.nbytes if job is not None else 0))
+                + sum(job.flush.nbytes for job in self.unpublished_jobs()))
+
+    def unpublished_jobs(self) -> list[Job]:
+        """Flushes cut but not yet visible to readers (the live page adds their rows): held back
+        by the flusher, and the one being committed. Their rows are in neither the buffers nor
+        the store."""
+        return self.held + ([self.unfinished] if self.unfinished is not None else [])
 
     def ingest(self, entry: jr.Entry) -> None:
         """Journal an entry, then decode it into the buffers."""
@@ -335,19 +353,29 @@ class Pipeline:
             self.unfinished = self.cut()
         return self.unfinished
 
-    def commit(self, job: Job) -> None:
+    def commit(self, job: Job, *, defer_publish: bool = False) -> None:
         """Make a Job durable and visible (worker thread). Safe to call again after it failed:
-        a job whose checkpoint is written is only published again, never written again."""
+        a job whose checkpoint is written is only published again, never written again.
+
+        `defer_publish` (the flusher asks for it when the store's publish_interval has not passed
+        since its last publish): the job is only held, in memory (its rows are in the journal,
+        fsynced by the group commit, and the checkpoint stays behind them); the next commit
+        writes the held jobs and its own as one flush, one file per partition, published at once."""
         if self.staged is not None and self.staged.flush_seq != job.flush_seq:
             self._publish_staged()  # recovered from the checkpoint: it goes first
-        if self.staged is None:
-            self.checkpoint(job)
-        self._publish_staged()
-        self.storage_stats.add_written(rows_by_feed(job.flush.partitions))
-        self.committed = job.position
+        if defer_publish and self.staged is None:
+            self.held.append(job)
+        else:
+            if self.staged is None:
+                whole = merge_jobs(self.held + [job]) if self.held else job
+                self.checkpoint(whole)
+                self.storage_stats.add_written(rows_by_feed(whole.flush.partitions))
+            self._publish_staged()
+            self.committed = job.position
+            self.held = []
+            self.journal.remove_before(job.position)
         if self.unfinished is job:
             self.unfinished = None
-        self.journal.remove_before(job.position)
 
     def checkpoint(self, job: Job) -> list:
         """Step 1 of a commit: fsync the journal, have the store write the files (durable, not
@@ -376,7 +404,7 @@ class Pipeline:
         if self.journal is not None:
             try:
                 while (self.unfinished is not None or self.buffers.rows or self.journal.position != self.committed
-                       or self.staged is not None):
+                       or self.staged is not None or self.held):
                     self.commit(self.next_job())
             except StoreUnavailable as exc:
                 self.journal.sync()

@@ -8,6 +8,7 @@ everything meanwhile (in memory until it can be written).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -114,9 +115,16 @@ async def run_group_commit(pipeline: Pipeline, policy: FlushPolicy) -> None:
 async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) -> None:
     """Flush when `max_rows` rows are buffered (a feed that sees them nudges the flusher, or it
     notices at its next look every `commit_interval`), `max_age` seconds have passed, or a feed
-    waits at the gate."""
+    waits at the gate.
+
+    A store with a `publish_interval` (a lake: each publish is a catalog transaction, whose cost
+    grows with its files) publishes at most that often: a flush cut sooner is held back in memory
+    (its rows are in the journal) and written with the next one as one flush, one file per
+    partition; once the interval is over the flusher commits what is held even with no new rows."""
     episode = _Episode("Parquet flush")
     next_due = trio.current_time() + policy.max_age
+    interval = getattr(pipeline.store, "publish_interval", 0.0)
+    last_publish = trio.current_time()  # at most one publish per interval, counted from the start
     while True:
         if episode.failing:
             await trio.sleep(policy.retry_interval)
@@ -126,8 +134,9 @@ async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) 
         wanted = gate.wanted.is_set()
         gate.wanted = trio.Event()
         now = trio.current_time()
+        held_due = bool(pipeline.held) and now - last_publish >= interval  # held back long enough
         if pipeline.unfinished is None:
-            if not wanted and pipeline.buffers.rows < policy.max_rows and now < next_due:
+            if not wanted and pipeline.buffers.rows < policy.max_rows and now < next_due and not held_due:
                 continue
             next_due = now + policy.max_age
             if (pipeline.buffers.rows == 0 and pipeline.journal.position == pipeline.committed
@@ -137,8 +146,11 @@ async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) 
         gate.cut_made()
         stats = pipeline.storage_stats
         stats.flush_busy_since = trio.current_time()
+        defer = now - last_publish < interval
+        if not defer:
+            last_publish = now
         try:
-            _, seconds = await trio.to_thread.run_sync(timed, pipeline.commit, job)
+            _, seconds = await trio.to_thread.run_sync(timed, functools.partial(pipeline.commit, job, defer_publish=defer))
         except OSError as exc:
             stats.disk_errors += 1
             episode.failed(exc)

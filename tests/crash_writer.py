@@ -36,8 +36,9 @@ def make_store(a):
     from recorder.store.lake import LakeStore
     from recorder.store.settings import LakeSettings
 
+    extra = {} if a.publish_seconds is None else {"publish_seconds": a.publish_seconds}
     return LakeStore(LakeSettings(catalog=a.catalog, data_path=a.data_path, password_env=a.password_env,
-                                  password=os.environ.get(a.password_env) if a.password_env else None))
+                                  password=os.environ.get(a.password_env) if a.password_env else None, **extra))
 
 
 async def main(root: Path, run: int, frames: int, store=None, conn_prefix: str = "run", pause: float = 0.0,
@@ -93,6 +94,7 @@ if __name__ == "__main__":
     ap.add_argument("--conn-prefix", default="run")
     ap.add_argument("--pause", type=float, default=0.0, help="seconds between runs of frames (default: none)")
     ap.add_argument("--max-age", type=float, default=0.15, help="seconds between flushes")
+    ap.add_argument("--publish-seconds", type=float, help="lake: publish at most this often (default: LakeSettings')")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     trio.run(main, a.root, a.run, a.frames, make_store(a), a.conn_prefix, a.pause, a.max_age)

@@ -26,13 +26,16 @@ def writer_args(root: Path, settings, run: int, frames: int, prefix: str = "run"
             "--data-path", settings.data_path, "--password-env", PASSWORD_ENV, "--conn-prefix", prefix, *extra]
 
 
-def run_writer(root: Path, settings, run: int, frames: int, crash_at: str | None = None) -> tuple[int, int]:
-    """Run a writer to its end (or its crash point); (exit status, last frame reported fsynced)."""
+def run_writer(root: Path, settings, run: int, frames: int, crash_at: str | None = None,
+               publish_seconds: float = 0.0) -> tuple[int, int]:
+    """Run a writer to its end (or its crash point); (exit status, last frame reported fsynced).
+    `publish_seconds` 0: every flush is published at once, so the n-th arrival at a lake point is
+    the n-th flush's."""
     env = {k: v for k, v in os.environ.items() if k != crashpoints.ENV}
     if crash_at:
         env[crashpoints.ENV] = crash_at
-    proc = subprocess.run(writer_args(root, settings, run, frames), env=env, capture_output=True, text=True,
-                          timeout=90)
+    proc = subprocess.run(writer_args(root, settings, run, frames, "run", f"--publish-seconds={publish_seconds}"),
+                          env=env, capture_output=True, text=True, timeout=90)
     durable = [int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("durable")]
     if proc.returncode not in (0, 137):
         print(proc.stderr[-3000:])  # shown by pytest when the test fails
@@ -85,6 +88,24 @@ def test_killed_at_every_commit_point_in_turn_each_flush_lands_once(postgres, tm
         status, durable[f"run{run}"] = run_writer(tmp_path, settings, run, 12_000, crash_at=f"{point}:2")
         assert status == 137, f"the writer did not reach {point}"
     status, _ = run_writer(tmp_path, settings, 99, 2_000)
+    assert status == 0
+    frames = check_lake(settings, {**durable, "run99": 2_000})
+    assert frames >= sum(durable.values()) + 2_000
+
+
+def test_killed_with_flushes_held_back_each_lands_once(postgres, tmp_path):
+    """Publishing held back for a minute: every flush of a run is held in memory (its rows in the
+    journal only) and the close writes them as one flush, in one transaction. The writer dies
+    with that flush's files written (before its checkpoint), inside its transaction, and just
+    after its COMMIT (arrival 2: the first is the restart's publish of what the crashed run's
+    checkpoint holds), in turn; a clean run ends it."""
+    settings = lake_settings(postgres, tmp_path / "lake")
+    durable = {}
+    for run, point in enumerate(("files_written:1", "in_transaction:1", "catalog_committed:2"), start=1):
+        status, durable[f"run{run}"] = run_writer(tmp_path, settings, run, 12_000, crash_at=point,
+                                                  publish_seconds=60.0)
+        assert status == 137, f"the writer did not reach {point}"
+    status, _ = run_writer(tmp_path, settings, 99, 2_000, publish_seconds=60.0)
     assert status == 0
     frames = check_lake(settings, {**durable, "run99": 2_000})
     assert frames >= sum(durable.values()) + 2_000

@@ -240,9 +240,10 @@ class LiveHub:
         tables (call it in a worker thread)."""
         p = self.sources.pipeline
         peeks = {t: p.buffers.peek(t) for t in PENDING_TABLES}
-        job = p.unfinished  # cut, its commit running: not in the buffers, maybe not yet in Parquet
-        extra = {t: [(k[1], b) for k, bs in job.flush.partitions.items() if k[0] == t for b in bs]
-                 for t in PENDING_TABLES} if job is not None else {}
+        jobs = p.unpublished_jobs()
+        # cut, not yet visible (committing, or held back from publishing): not in the buffers, maybe not in Parquet
+        extra = {t: [(k[1], b) for job in jobs for k, bs in job.flush.partitions.items() if k[0] == t for b in bs]
+                 for t in PENDING_TABLES}
         opened = [(cid, attrs.asdict(s)) for cid, s in p.sessions.items()]
 
         def build() -> dict[str, pa.Table]:

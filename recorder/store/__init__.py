@@ -2,6 +2,8 @@
 
     Store.checkpoint_files(flush, flush_seq) -> pending   files written and durable, invisible
     Store.publish(flush_seq, pending)                     make them visible (idempotent)
+    Store.publish_interval                                seconds: publish at most this often (the
+                                                          flusher holds flushes back in between)
     Store.remove_strays(flush_seq)                        files of flushes that never committed
     Store.last_flush()                                    the highest flush number it holds of this writer
     Store.open_dataset()                                  a reader: a DuckDB view per table
@@ -28,6 +30,7 @@ from ..writer import Flush
 
 class Store(Protocol):
     name: str
+    publish_interval: float
 
     def bind_writer(self, journal_dir: Path, instance: str) -> None: ...
 

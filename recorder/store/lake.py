@@ -10,6 +10,14 @@ Commit protocol (one flush; `pipeline.commit` drives it, in the storage worker t
 3. `publish`: one catalog transaction registers every file of the flush
    (`ducklake_add_data_files`) and inserts the ledger row (writer, flush). Before it, the
    ledger is asked whether this flush is already there; if so, nothing is registered again.
+   (Not on a flush's first publish in the process that wrote it: no ledger row can name it yet,
+   as flushes are numbered after the checkpoint's and the ledger's at startup.)
+
+Publishing at most every `publish_seconds`: the flusher holds flushes cut sooner in memory and
+the next commit writes them with its own as one flush (pipeline.commit): fewer, larger files and
+fewer transactions, each file and each transaction costing the writer CPU (DuckLake reads every
+file's Parquet footer and writes its statistics to the catalog). A held flush is not yet in any
+file or checkpoint, only in the journal: a crash replays it, as any uncommitted row.
 
 A kill -9 before 2 leaves files no ledger row will ever name (same names are rewritten by the
 replayed flush, or `remove_strays` deletes them); between 2 and 3, or during 3 (PostgreSQL
@@ -131,8 +139,16 @@ class LakeStore:
 
     def __init__(self, settings: LakeSettings) -> None:
         self.settings = settings
+        self.publish_interval = settings.publish_seconds
         self.writer = ""
         self._con: duckdb.DuckDBPyConnection | None = None
+        # flushes whose files this process wrote and has not yet tried to publish: no ledger row can
+        # name them (a flush is published only after its checkpoint, and new flushes are numbered
+        # after the checkpoint's and the ledger's), so their first publish skips the ledger check.
+        # Only once last_flush() has read the ledger at startup (else the numbering is the
+        # checkpoint's alone, and a checkpoint moved away would make it start too low).
+        self._fresh: set[int] = set()
+        self._numbered_after_ledger = False
 
     # --- the writer side -------------------------------------------------------------------
 
@@ -180,6 +196,8 @@ class LakeStore:
             self._write_s3(pending, tables)
         else:
             self._write_local(pending, tables)
+        if self._numbered_after_ledger:
+            self._fresh.add(flush_seq)
         return pending
 
     def _write_local(self, pending: list, tables: list) -> None:
@@ -213,9 +231,11 @@ class LakeStore:
         for table, rel in pending:
             by_table.setdefault(table, []).append(str(Path(self.settings.data_path) / rel)
                                                   if not self.settings.on_s3 else self.settings.data_path.rstrip("/") + "/" + rel)
+        fresh = flush_seq in self._fresh
+        self._fresh.discard(flush_seq)  # from now on it may have committed (a reply lost): ask the ledger
         try:
             con = self._writer_con()
-            if self.in_ledger(con, flush_seq):
+            if not fresh and self.in_ledger(con, flush_seq):
                 log.info("flush %d is in the lake's ledger already: not registered again", flush_seq)
                 return
             con.execute("BEGIN")
@@ -279,6 +299,7 @@ class LakeStore:
             self._drop()
             log.warning("cannot read this writer's last flush from the lake's ledger (%s)", exc)
             return 0
+        self._numbered_after_ledger = True
         return row[0] or 0
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 class PlainStore:
     name = "plain"
+    publish_interval = 0.0  # renames are cheap: every flush is published at once
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)

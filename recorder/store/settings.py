@@ -15,6 +15,9 @@ class LakeSettings:
     password_env: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
     grace_seconds: float = 3600.0  # snapshots and replaced files kept this long (longer than any query)
+    # a writer publishes (one catalog transaction) at most this often; flushes in between are held
+    # back, durable and checkpointed, and published with the next (0: every flush at once)
+    publish_seconds: float = 1.0
 
     @property
     def libpq(self) -> str:
