@@ -24,7 +24,7 @@ from ..config import Opt, Secret
 from ..errors import ConfigError
 from ..records import Account, Book, Chance, Price, Record, Trade
 from ..timeutil import ms_to_us
-from . import base
+from . import base, levels
 from .base import NOTHING, Bounded, Control, FrameMeta, UnknownMessage
 
 VENUE = "predictfun"
@@ -167,31 +167,57 @@ class Decoder:
     def decode_run(self, texts: list[str], meta: FrameMeta, buffers, slow) -> int:
         """A run of pushes (base.Decoder.decode_run): order books and relayed chances, well formed
         and of plain numbers, are parsed by msgspec into typed structs and appended column by
-        column (levels into flat buffers); anything else, malformed frames included, goes to
-        slow(i), in order, before any state is touched. Rows, values and dedupe windows are exactly
-        what decode() gives (tests/test_fastpaths.py)."""
+        column, the books' levels read for the whole run at once into flat arrays (levels.py);
+        anything else, malformed frames included, goes to slow(i), in order, before any state is
+        touched. Rows, values and dedupe windows are exactly what decode() gives
+        (tests/test_fastpaths.py)."""
         run = _Run(self, meta, buffers)
-        parse, parse_book, book, chance = _PUSH.decode, _BOOK_PUSH.decode, run.book, run.chance
-        for i, text in enumerate(texts):
+        parse, parse_book, parse_data = _PUSH.decode, _BOOK_PUSH.decode, _BOOK.decode
+        items: list = []  # per frame: None (the checked path), a book's index in books, or a chance
+        books: list = []  # (param, _BookData)
+        sides: list = []  # each book's bids and asks (JSON text)
+        for text in texts:
             try:
                 # Books are most of the traffic: when the topic near the start says so, the whole push
                 # is parsed in one go (the topic is checked again below, whatever the hint said).
                 msg = parse_book(text) if text.find(_BOOK_HINT, 0, 64) >= 0 else parse(text)
             except ValueError:  # msgspec's DecodeError and ValidationError
-                slow(i)
+                items.append(None)
                 continue
             name, _, param = msg.topic.partition("/")
             if name == "predictOrderbook":
-                done = book(i, param, msg.data)
+                data = msg.data
+                if type(data) is not _BookData:
+                    try:
+                        data = parse_data(data)
+                    except ValueError:
+                        items.append(None)
+                        continue
+                items.append(len(books))
+                books.append((param, data))
+                sides += (data.bids, data.asks)
             elif name in _ORIGINS and type(msg) is _Push:
-                done = chance(i, param, msg.data, _ORIGINS[name])
+                items.append((param, msg.data, _ORIGINS[name]))
             else:
-                done = False
-            if not done:
+                items.append(None)
+        lv = levels.RunLevels(sides) if books else None
+        book, chance = run.book, run.chance
+        for i, item in enumerate(items):
+            if item is None:
                 slow(i)
+            elif type(item) is int:
+                param, data = books[item]
+                if not book(i, param, data, lv, item):
+                    slow(i)
+            elif not chance(i, *item):
+                slow(i)
+        if lv is not None:
+            run.add_levels(lv)
         return run.rows
 
     def restore(self, state: dict) -> None:
+        # Book keys of checkpoints written before levels.py were ("book", market, ts, hash of the
+        # level tuples): restored as they are, they match no new key (the 5-element form).
         self.seen = Bounded(20_000, [_tuples(k) for k in state.get("seen", [])])
         self.settled = Bounded(20_000, state.get("settled"))
 
@@ -221,9 +247,9 @@ class Decoder:
         bids = self._levels(d.get("bids"), "data.bids")
         asks = self._levels(d.get("asks"), "data.asks")
         out: list[Record] = []
-        # The key holds the levels' hash, not the levels (a window of 20,000 books would be tens of MB).
-        # Tuples of floats hash the same in every process, so a restored window still matches.
-        if self.seen.add_new(("book", sys.intern(market), ts_us, hash((bids, asks)))):
+        # The key holds the levels' hash, not the levels (a window of 20,000 books would be tens of MB):
+        # levels.levels_hash, the same in every process and the same the run-at-a-time path computes.
+        if self.seen.add_new(("book", sys.intern(market), ts_us, len(bids), levels.levels_hash(bids, asks))):
             out.append(Book.row(venue=meta.venue, feed=meta.feed, ts_event=ts_us, ts_recv=meta.ts_recv,
                                 conn_id=meta.conn_id, seq=meta.seq, market=market, outcome="Yes", bids=bids, asks=asks,
                                 best_bid=bids[0][0] if bids else None, best_ask=asks[0][0] if asks else None,
@@ -308,21 +334,18 @@ class _Run:
         self.decoder, self.meta, self.buffers = decoder, meta, buffers
         self.first = meta.seq  # slow() moves meta.seq
         self.rows = 0
-        self._books = self._trades = None
+        self._books = self._trades = self._levels = None
         self._chances: dict[str, tuple] = {}
 
     def _consts(self, *more) -> tuple:
         return (("feed", self.meta.feed), ("conn_id", self.meta.conn_id)) + more
 
-    def book(self, i: int, param: str, data: "msgspec.Raw | _BookData") -> bool:
-        """One order book push; False (nothing done) unless it is the well-formed common case."""
-        if type(data) is not _BookData:
-            try:
-                data = _BOOK.decode(data)
-            except ValueError:
-                return False
-        d = data
-        bids, asks, ts, s = d.bids or (), d.asks or (), d.updateTimestampMs, d.lastOrderSettled
+    def book(self, i: int, param: str, d: "_BookData", lv: levels.RunLevels, j: int) -> bool:
+        """One order book push (book j of the run's levels); False (nothing done) unless it is the
+        well-formed common case."""
+        if not lv.ok[j]:
+            return False
+        ts, s = d.updateTimestampMs, d.lastOrderSettled
         market = param if d.marketId is msgspec.UNSET else d.marketId
         if type(market) is int:
             if not _INT_MIN <= market < _INT_END:
@@ -349,28 +372,37 @@ class _Run:
         dec = self.decoder
         meta = self.meta
         seq = self.first + i
-        if dec.seen.add_new(("book", sys.intern(market), ts, hash((bids, asks)))):
+        nb, na = lv.bids[j], lv.asks[j]
+        if dec.seen.add_new(("book", sys.intern(market), ts, nb, lv.hash[j])):
             if self._books is None:
                 cols = self.buffers.columns("book", meta.venue, self._consts(("outcome", "Yes"), ("last", None)),
                                             "ts_event", nullable=("ts_event", "best_bid", "best_ask"))
-                self._books = cols.appenders("ts_event", "ts_recv", "seq", "market", "bids", "asks", "best_bid",
-                                             "best_ask", "depth")
-            a_ts, a_recv, a_seq, a_market, a_bids, a_asks, a_bb, a_ba, a_depth = self._books
+                self._books = cols.appenders("ts_event", "ts_recv", "seq", "market", "best_bid", "best_ask", "depth")
+                self._levels = (cols.levels("bids"), cols.levels("asks"))
+            a_ts, a_recv, a_seq, a_market, a_bb, a_ba, a_depth = self._books
             a_ts(ts)
             a_recv(meta.ts_recv)
             a_seq(seq)
             a_market(market)
-            a_bids(bids)
-            a_asks(asks)
-            a_bb(bids[0][0] if bids else None)
-            a_ba(asks[0][0] if asks else None)
-            a_depth(len(bids) + len(asks))
+            a_bb(lv.best_bid[j] if nb else None)
+            a_ba(lv.best_ask[j] if na else None)
+            a_depth(nb + na)
+            lv.keep(j)
             self.rows += 1
         if s is not None:
             trade_id = s.id if type(s.id) is str else str(s.id)
             if dec.settled.add_new(trade_id):
                 self._trade(seq, market if s.marketId is msgspec.UNSET else str(s.marketId), s, price, trade_id)
         return True
+
+    def add_levels(self, lv: levels.RunLevels) -> None:
+        """The kept books' levels into the book buffer's level columns (at the end of the run)."""
+        kept = lv.kept()
+        if kept is not None:
+            bid_counts, bid_values, ask_counts, ask_values = kept
+            bids, asks = self._levels
+            bids.extend(bid_counts, bid_values)
+            asks.extend(ask_counts, ask_values)
 
     def _trade(self, seq: int, market: str, s: "_Settled", price: float | None, trade_id: str) -> None:
         if self._trades is None:
@@ -445,8 +477,8 @@ class _Settled(msgspec.Struct, gc=False):
 class _BookData(msgspec.Struct, gc=False):
     marketId: str | int | msgspec.UnsetType = msgspec.UNSET
     updateTimestampMs: float | None = None
-    bids: tuple[tuple[float, float], ...] | None = None
-    asks: tuple[tuple[float, float], ...] | None = None
+    bids: msgspec.Raw = msgspec.Raw(b"[]")  # JSON text, read by levels.RunLevels (missing: no levels)
+    asks: msgspec.Raw = msgspec.Raw(b"[]")
     lastOrderSettled: _Settled | None = None
 
 
