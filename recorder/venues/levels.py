@@ -84,16 +84,33 @@ def levels_hash(bids, asks) -> int:
 # --- a run's levels ----------------------------------------------------------------------------
 
 
+_COMMA_TO_ZERO = bytes.maketrans(b",", b"0")
+
+
 def _numbers(sides: list) -> np.ndarray | None:
-    """Every number of these well-shaped, non-empty sides, in order, as float64 (one Arrow call);
-    None if Arrow cannot read one of them."""
+    """Every number of these well-shaped, non-empty sides, in order, as float64 (one Arrow cast);
+    None if Arrow cannot read one of them.
+
+    The numbers are cut out of the text without copying each: a string array whose offsets are the
+    commas' positions, so that every number after the first starts with its comma, turned into a
+    '0' ("0.5,1,0.4" -> "0.5", "01", "00.4"): a leading zero changes no value. A negative number
+    would read "0-1": then the text is split at its commas instead."""
     text = b",".join(sides).translate(None, b"[]" + _SPACE)
     if not text:
         return np.zeros(0, np.float64)
-    arr = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(np.array([0, len(text)], np.int32)),
-                                                 pa.py_buffer(text)])
+    if text[0] == 45 or b",-" in text:  # "-"
+        arr = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(np.array([0, len(text)], np.int32)),
+                                                     pa.py_buffer(text)])
+        strings = pc.split_pattern(arr, ",").flatten()
+    else:
+        commas = np.flatnonzero(np.frombuffer(text, np.uint8) == 44)
+        offsets = np.empty(len(commas) + 2, np.int32)
+        offsets[0], offsets[-1] = 0, len(text)
+        offsets[1:-1] = commas
+        strings = pa.Array.from_buffers(pa.string(), len(commas) + 1,
+                                        [None, pa.py_buffer(offsets), pa.py_buffer(text.translate(_COMMA_TO_ZERO))])
     try:
-        return pc.split_pattern(arr, ",").flatten().cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return strings.cast(pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:
         return None
 
@@ -103,28 +120,33 @@ class RunLevels:
     JSON text. Per book j: `ok[j]` (False: the frame-by-frame path decides), `bids[j]` and
     `asks[j]` (level counts), `best_bid[j]`, `best_ask[j]` (the first level's price, read only
     where the side has a level) and `hash[j]` (levels_hash of its values). `keep(j)` marks a book
-    whose row is recorded; `kept()` gives their levels as flat arrays, for the column buffers."""
+    whose row is recorded (or sets `kept_flags[j]`); `kept()` gives their levels as flat arrays,
+    for the column buffers."""
 
-    __slots__ = ("ok", "bids", "asks", "best_bid", "best_ask", "hash", "_kept", "_books", "_values", "_nb", "_na")
+    __slots__ = ("ok", "bids", "asks", "best_bid", "best_ask", "hash", "kept_flags", "_books", "_values", "_nb", "_na")
 
     def __init__(self, sides: list) -> None:
         n = len(sides) // 2
         pats = _SEP.join(sides).translate(None, _NUMBER_CHARS + _SPACE).split(_SEP)
         if len(pats) != len(sides):  # a '|' inside some side (in a string): look at each alone
             pats = [bytes(s).translate(None, _NUMBER_CHARS + _SPACE) for s in sides]
-        get = _PATTERNS.get
-        counts = [get(p) for p in pats]
+        counts = list(map(_PATTERNS.get, pats))
         if None in counts:
             counts = [side_count(p) for p in pats]
         if 0 in counts:  # "[5]" has the pattern of "[]": an empty side must be exactly "[]" (or "null")
             counts = [-1 if k == 0 and len(s) != 2 and p != b"null" else k for k, s, p in zip(counts, sides, pats)]
-        ok = [counts[2 * j] >= 0 and counts[2 * j + 1] >= 0 for j in range(n)]
+        ok = [True] * n if -1 not in counts else [counts[2 * j] >= 0 and counts[2 * j + 1] >= 0 for j in range(n)]
         while True:  # at most three rounds: all, then without unreadable books, then without bad values
-            books = [j for j in range(n) if ok[j]]
-            nb = np.array([counts[2 * j] for j in books], np.int64)
-            na = np.array([counts[2 * j + 1] for j in books], np.int64)
+            if False in ok:
+                books = [j for j in range(n) if ok[j]]
+                nb = np.array([counts[2 * j] for j in books], np.int64)
+                na = np.array([counts[2 * j + 1] for j in books], np.int64)
+                values = _numbers([sides[i] for j in books for i in (2 * j, 2 * j + 1) if counts[i]])
+            else:  # the common case: every book readable
+                books = range(n)
+                nb, na = np.array(counts[0::2], np.int64), np.array(counts[1::2], np.int64)
+                values = _numbers(sides if 0 not in counts else [s for s, k in zip(sides, counts) if k])
             lengths = 2 * (nb + na)
-            values = _numbers([sides[i] for j in books for i in (2 * j, 2 * j + 1) if counts[i]])
             if values is None or len(values) != int(lengths.sum()):
                 for j in books:
                     v = _numbers([sides[i] for i in (2 * j, 2 * j + 1) if counts[i]])
@@ -151,17 +173,18 @@ class RunLevels:
                     column[j] = source[k]
             bids, asks, best_bid, best_ask, hashes = full
         self.ok, self.bids, self.asks, self.best_bid, self.best_ask, self.hash = ok, bids, asks, best_bid, best_ask, hashes
-        self._kept = [False] * n
+        self.kept_flags = [False] * n
         self._books, self._values, self._nb, self._na = books, values, nb, na
 
     def keep(self, j: int) -> None:
         """Book j (ok) is recorded: its levels go into the column buffers."""
-        self._kept[j] = True
+        self.kept_flags[j] = True
 
     def kept(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """(bid counts, bid values, ask counts, ask values) of the kept books, in order: counts as
         int32, values as float64 price, size, price, size...; None if no book was kept."""
-        keep = np.array([self._kept[j] for j in self._books], bool)
+        books = self._books
+        keep = np.array(self.kept_flags if len(books) == len(self.kept_flags) else [self.kept_flags[j] for j in books], bool)
         if not keep.any():
             return None
         nb, na = self._nb, self._na

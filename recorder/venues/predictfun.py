@@ -171,11 +171,10 @@ class Decoder:
         anything else, malformed frames included, goes to slow(i), in order, before any state is
         touched. Rows, values and dedupe windows are exactly what decode() gives
         (tests/test_fastpaths.py)."""
-        run = _Run(self, meta, buffers)
-        parse, parse_book, parse_data = _PUSH.decode, _BOOK_PUSH.decode, _BOOK.decode
-        items: list = []  # per frame: None (the checked path), a book's index in books, or a chance
-        books: list = []  # (param, _BookData)
-        sides: list = []  # each book's bids and asks (JSON text)
+        parse, parse_book = _PUSH.decode, _BOOK_PUSH.decode
+        items: list = []  # per frame: None (the checked path), a book's index in `books`, or a chance
+        books = _Books()
+        add_book = books.add
         for text in texts:
             try:
                 # Books are most of the traffic: when the topic near the start says so, the whole push
@@ -186,34 +185,12 @@ class Decoder:
                 continue
             name, _, param = msg.topic.partition("/")
             if name == "predictOrderbook":
-                data = msg.data
-                if type(data) is not _BookData:
-                    try:
-                        data = parse_data(data)
-                    except ValueError:
-                        items.append(None)
-                        continue
-                items.append(len(books))
-                books.append((param, data))
-                sides += (data.bids, data.asks)
+                items.append(add_book(param, msg.data))
             elif name in _ORIGINS and type(msg) is _Push:
                 items.append((param, msg.data, _ORIGINS[name]))
             else:
                 items.append(None)
-        lv = levels.RunLevels(sides) if books else None
-        book, chance = run.book, run.chance
-        for i, item in enumerate(items):
-            if item is None:
-                slow(i)
-            elif type(item) is int:
-                param, data = books[item]
-                if not book(i, param, data, lv, item):
-                    slow(i)
-            elif not chance(i, *item):
-                slow(i)
-        if lv is not None:
-            run.add_levels(lv)
-        return run.rows
+        return _Run(self, meta, buffers).apply(items, books, slow)
 
     def restore(self, state: dict) -> None:
         # Book keys of checkpoints written before levels.py were ("book", market, ts, hash of the
@@ -334,66 +311,77 @@ class _Run:
         self.decoder, self.meta, self.buffers = decoder, meta, buffers
         self.first = meta.seq  # slow() moves meta.seq
         self.rows = 0
-        self._books = self._trades = self._levels = None
+        self._trades = self._levels = None
         self._chances: dict[str, tuple] = {}
 
     def _consts(self, *more) -> tuple:
         return (("feed", self.meta.feed), ("conn_id", self.meta.conn_id)) + more
 
-    def book(self, i: int, param: str, d: "_BookData", lv: levels.RunLevels, j: int) -> bool:
-        """One order book push (book j of the run's levels); False (nothing done) unless it is the
-        well-formed common case."""
-        if not lv.ok[j]:
-            return False
-        ts, s = d.updateTimestampMs, d.lastOrderSettled
-        market = param if d.marketId is msgspec.UNSET else d.marketId
-        if type(market) is int:
-            if not _INT_MIN <= market < _INT_END:
-                return False
-            market = str(market)
-        if ts is not None:
-            ts = ts * 1000
-            if not -_MAX_US <= ts <= _MAX_US:  # inf and beyond timestamp[us]: the checked path's message
-                return False
-            ts = round(ts)
-        price = None
-        if s is not None:
-            if (type(s.id) is int and not _INT_MIN <= s.id < _INT_END) or (
-                    type(s.marketId) is int and not _INT_MIN <= s.marketId < _INT_END):
-                return False
-            price = s.price
-            if type(price) is str:
-                try:
-                    price = float(price)
-                except ValueError:
-                    return False
-            if price is not None and not math.isfinite(price):
-                return False
+    def apply(self, items: list, books: "_Books", slow) -> int:
+        """decode_run's second pass, frame by frame in order: the checked path (slow), a book (its
+        index in `books`) or a chance; then the kept books' levels into the level columns. (One
+        loop with the book case written out: it runs for every push.)"""
+        lv = levels.RunLevels(books.sides) if books.sides else None
+        if lv is not None:
+            ok, nbs, nas, hashes, kept = lv.ok, lv.bids, lv.asks, lv.hash, lv.kept_flags
+            bbs, bas = lv.best_bid, lv.best_ask
+        markets, stamps, settles, sids = books.markets, books.stamps, books.settles, books.sids
         dec = self.decoder
-        meta = self.meta
-        seq = self.first + i
-        nb, na = lv.bids[j], lv.asks[j]
-        if dec.seen.add_new(("book", sys.intern(market), ts, nb, lv.hash[j])):
-            if self._books is None:
-                cols = self.buffers.columns("book", meta.venue, self._consts(("outcome", "Yes"), ("last", None)),
-                                            "ts_event", nullable=("ts_event", "best_bid", "best_ask"))
-                self._books = cols.appenders("ts_event", "ts_recv", "seq", "market", "best_bid", "best_ask", "depth")
-                self._levels = (cols.levels("bids"), cols.levels("asks"))
-            a_ts, a_recv, a_seq, a_market, a_bb, a_ba, a_depth = self._books
-            a_ts(ts)
-            a_recv(meta.ts_recv)
-            a_seq(seq)
-            a_market(market)
-            a_bb(lv.best_bid[j] if nb else None)
-            a_ba(lv.best_ask[j] if na else None)
-            a_depth(nb + na)
-            lv.keep(j)
-            self.rows += 1
-        if s is not None:
-            trade_id = s.id if type(s.id) is str else str(s.id)
-            if dec.settled.add_new(trade_id):
-                self._trade(seq, market if s.marketId is msgspec.UNSET else str(s.marketId), s, price, trade_id)
-        return True
+        seen_add, settled = dec.seen.add_new, dec.settled
+        chance, first, recv = self.chance, self.first, self.meta.ts_recv
+        appends = None
+        rows = 0
+        for i, j in enumerate(items):
+            if j is None:
+                slow(i)
+                continue
+            if type(j) is not int:
+                if not chance(i, *j):
+                    slow(i)
+                continue
+            if not ok[j]:
+                slow(i)
+                continue
+            s = settles[j]
+            new_trade = False
+            if s is not None and sids[j] not in settled:
+                new_trade = True
+                price = s.price  # the checked path reads the price of a new settlement only
+                if type(price) is str:
+                    try:
+                        price = float(price)
+                    except ValueError:
+                        slow(i)
+                        continue
+                if price is not None and not math.isfinite(price):
+                    slow(i)
+                    continue
+            nb, na = nbs[j], nas[j]
+            if seen_add(("book", markets[j], stamps[j], nb, hashes[j])):
+                if appends is None:
+                    appends = a_ts, a_recv, a_seq, a_market, a_bb, a_ba, a_depth = self._book_appenders()
+                a_ts(stamps[j])
+                a_recv(recv)
+                a_seq(first + i)
+                a_market(markets[j])
+                a_bb(bbs[j] if nb else None)
+                a_ba(bas[j] if na else None)
+                a_depth(nb + na)
+                kept[j] = True
+                rows += 1
+            if new_trade:
+                settled.add(sids[j])
+                self._trade(first + i, books.trade_markets[j], s, price, sids[j])
+        self.rows += rows
+        if lv is not None:
+            self.add_levels(lv)
+        return self.rows
+
+    def _book_appenders(self) -> tuple:
+        cols = self.buffers.columns("book", self.meta.venue, self._consts(("outcome", "Yes"), ("last", None)),
+                                    "ts_event", nullable=("ts_event", "best_bid", "best_ask"))
+        self._levels = (cols.levels("bids"), cols.levels("asks"))
+        return cols.appenders("ts_event", "ts_recv", "seq", "market", "best_bid", "best_ask", "depth")
 
     def add_levels(self, lv: levels.RunLevels) -> None:
         """The kept books' levels into the book buffer's level columns (at the end of the run)."""
@@ -454,6 +442,64 @@ class _Run:
         a_p(p)
         self.rows += 1
         return True
+
+
+class _Books:
+    """decode_run's first pass over the book pushes of a run: each one's fields checked and made
+    what the rows hold (no state read or changed), its sides kept as JSON text for
+    levels.RunLevels. `add` gives the book's index, or None for the checked path."""
+
+    __slots__ = ("markets", "stamps", "settles", "sids", "trade_markets", "sides")
+
+    def __init__(self) -> None:
+        self.markets: list[str] = []
+        self.stamps: list[int | None] = []  # ts_event, microseconds
+        self.settles: list[_Settled | None] = []
+        self.sids: list[str | None] = []  # the settlement's id
+        self.trade_markets: list[str | None] = []  # the settlement's market
+        self.sides: list = []  # bids, asks, bids, asks...
+
+    def add(self, param: str, d: "msgspec.Raw | _BookData") -> int | None:
+        if type(d) is not _BookData:
+            try:
+                d = _BOOK.decode(d)
+            except ValueError:
+                return None
+        market = d.marketId
+        if market is msgspec.UNSET:
+            market = param
+        elif type(market) is int:
+            if not _INT_MIN <= market < _INT_END:
+                return None
+            market = str(market)
+        ts = d.updateTimestampMs
+        if ts is not None:
+            ts = ts * 1000
+            if not -_MAX_US <= ts <= _MAX_US:  # inf and beyond timestamp[us]: the checked path's message
+                return None
+            ts = round(ts)
+        s = d.lastOrderSettled
+        sid = trade_market = None
+        if s is not None:
+            sid, trade_market = s.id, s.marketId
+            if type(sid) is int:
+                if not _INT_MIN <= sid < _INT_END:
+                    return None
+                sid = str(sid)
+            if trade_market is msgspec.UNSET:
+                trade_market = market
+            elif type(trade_market) is int:
+                if not _INT_MIN <= trade_market < _INT_END:
+                    return None
+                trade_market = str(trade_market)
+        j = len(self.markets)
+        self.markets.append(sys.intern(market))
+        self.stamps.append(ts)
+        self.settles.append(s)
+        self.sids.append(sid)
+        self.trade_markets.append(trade_market)
+        self.sides += (d.bids, d.asks)
+        return j
 
 
 # Typed structs for decode_run (msgspec checks types in C; a JSON integer becomes a float where a
