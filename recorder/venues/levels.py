@@ -115,6 +115,11 @@ def _numbers(sides: list) -> np.ndarray | None:
         return None
 
 
+def _readable(sides: list, counts: list[int], j: int) -> bool:
+    v = _numbers([sides[i] for i in (2 * j, 2 * j + 1) if counts[i]])
+    return v is not None and len(v) == 2 * (counts[2 * j] + counts[2 * j + 1])
+
+
 class RunLevels:
     """The levels of a run's books. `sides` holds two buffers per book, its bids' and its asks'
     JSON text. Per book j: `ok[j]` (False: the frame-by-frame path decides), `bids[j]` and
@@ -123,7 +128,8 @@ class RunLevels:
     whose row is recorded (or sets `kept_flags[j]`); `kept()` gives their levels as flat arrays,
     for the column buffers."""
 
-    __slots__ = ("ok", "bids", "asks", "best_bid", "best_ask", "hash", "kept_flags", "_books", "_values", "_nb", "_na")
+    __slots__ = ("ok", "bids", "asks", "best_bid", "best_ask", "hash", "kept_flags",
+                 "_books", "_values", "_nb", "_na")
 
     def __init__(self, sides: list) -> None:
         n = len(sides) // 2
@@ -137,6 +143,7 @@ class RunLevels:
             counts = [-1 if k == 0 and len(s) != 2 and p != b"null" else k for k, s, p in zip(counts, sides, pats)]
         ok = [True] * n if -1 not in counts else [counts[2 * j] >= 0 and counts[2 * j + 1] >= 0 for j in range(n)]
         while True:  # at most three rounds: all, then without unreadable books, then without bad values
+            # (each round that does not break marks at least one more book not ok)
             if False in ok:
                 books = [j for j in range(n) if ok[j]]
                 nb = np.array([counts[2 * j] for j in books], np.int64)
@@ -148,9 +155,12 @@ class RunLevels:
                 values = _numbers(sides if 0 not in counts else [s for s, k in zip(sides, counts) if k])
             lengths = 2 * (nb + na)
             if values is None or len(values) != int(lengths.sum()):
-                for j in books:
-                    v = _numbers([sides[i] for i in (2 * j, 2 * j + 1) if counts[i]])
-                    ok[j] = v is not None and len(v) == 2 * (counts[2 * j] + counts[2 * j + 1])
+                readable = [j for j in books if _readable(sides, counts, j)]
+                if len(readable) == len(books):  # each alone reads, not all together: left to the checked path
+                    readable = []
+                ok = [False] * n
+                for j in readable:
+                    ok[j] = True
                 continue
             bad = ~np.isfinite(values) | ((values == 0) & np.signbit(values))
             if bad.any():
@@ -183,8 +193,8 @@ class RunLevels:
     def kept(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """(bid counts, bid values, ask counts, ask values) of the kept books, in order: counts as
         int32, values as float64 price, size, price, size...; None if no book was kept."""
-        books = self._books
-        keep = np.array(self.kept_flags if len(books) == len(self.kept_flags) else [self.kept_flags[j] for j in books], bool)
+        books, flags = self._books, self.kept_flags
+        keep = np.array(flags if len(books) == len(flags) else [flags[j] for j in books], bool)
         if not keep.any():
             return None
         nb, na = self._nb, self._na
