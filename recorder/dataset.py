@@ -13,13 +13,15 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import duckdb
 import pyarrow as pa
 
 from . import layout, queries, schema
 from .errors import DatasetError, QueryError
+
+if TYPE_CHECKING:  # imported where a connection is made: the daemon imports this module (its pages) but
+    import duckdb  # records without DuckDB, and DuckDB's library is ~35 MB of its resident memory
 
 _DUCK_TYPES = {"string": "VARCHAR", "int32": "INTEGER", "int64": "BIGINT", "float64": "DOUBLE", "bool": "BOOLEAN",
                "timestamp": "TIMESTAMPTZ", "levels": "STRUCT(price DOUBLE, size DOUBLE)[]"}
@@ -62,6 +64,8 @@ class Dataset:
                                " or pass --data DIR")
         if require_data and not layout.data_files(root):
             raise DatasetError(f"dataset root {str(root)!r} holds no Parquet files yet")
+        import duckdb
+
         con = duckdb.connect(":memory:")
         con.execute("SET TimeZone = 'UTC'")
         ds = cls(root, con)
@@ -77,6 +81,8 @@ class Dataset:
             self.con.execute(view_sql(self.root, table))
 
     def sql(self, text: str, params: dict[str, Any] | None = None) -> pa.Table:
+        import duckdb
+
         attempts = 20
         for attempt in range(attempts):
             try:

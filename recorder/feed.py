@@ -246,8 +246,8 @@ class Feed:
                             wake.set()  # the next connection starts now; this one is read until it closes
                     # Far ahead of the Parquet flush: wait for its cut (after this run's replies are sent).
                     gate = pipeline.gate
-                    if gate is not None and buffers.rows >= gate.soft_limit:
-                        if buffers.rows >= gate.limit:
+                    if gate is not None and (buffers.rows >= gate.soft_limit or buffers.held_bytes >= gate.soft_bytes):
+                        if buffers.rows >= gate.limit or buffers.held_bytes >= gate.limit_bytes:
                             await gate.wait()
                         else:
                             gate.nudge()

@@ -22,6 +22,11 @@ from .storagestats import timed
 log = logging.getLogger(__name__)
 
 
+# A flush is also cut when the buffered rows hold 1/16 of storage.max_memory_mb (32 MB by default):
+# while it is written the next rows are buffered, so about twice that is held at the peak.
+FLUSH_SHARE_OF_MEMORY = 16
+
+
 @attrs.frozen(kw_only=True)
 class FlushPolicy:
     max_rows: int = 100_000  # flush when this many rows are buffered
@@ -60,9 +65,12 @@ class FlushGate:
     can write Parquet buffers without bound. While flushes are failing (disk full) the gate stays
     open: feeds keep reading and the journal keeps everything (in memory until it can be written)."""
 
-    def __init__(self, limit: int, soft_limit: int | None = None) -> None:
+    def __init__(self, limit: int, soft_limit: int | None = None, soft_bytes: int | None = None) -> None:
         self.limit = limit
         self.soft_limit = limit if soft_limit is None else soft_limit  # from here feeds nudge() the flusher
+        # The same in bytes (Buffers.held_bytes), for wide rows: 100k rows of order books hold ~45 MB.
+        self.soft_bytes = soft_bytes if soft_bytes is not None else 2**62
+        self.limit_bytes = 2 * self.soft_bytes
         self.wanted = trio.Event()  # a feed asked for a flush
         self._cut = trio.Event()
         self.failing = False
@@ -168,7 +176,8 @@ async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) 
 
 async def run_storage(pipeline: Pipeline, policy: FlushPolicy) -> None:
     """Run both storage tasks until cancelled. The caller commits the rest with `close()`."""
-    pipeline.gate = gate = FlushGate(policy.max_rows * 2, soft_limit=policy.max_rows)
+    pipeline.gate = gate = FlushGate(policy.max_rows * 2, soft_limit=policy.max_rows,
+                                     soft_bytes=policy.max_memory_bytes // FLUSH_SHARE_OF_MEMORY)
     pipeline.memory = MemoryCap(policy.max_memory_bytes, lambda: pipeline.held_bytes, gate.nudge)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_group_commit, pipeline, policy)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -74,15 +75,56 @@ _RAW_BATCH_BYTES = 64 * 1024 * 1024
 _TYPECODES = {"int64": "q", "timestamp": "q", "int32": "i", "float64": "d"}
 
 
-class _Levels(list):
-    """A column of book levels (list<struct<price, size>>): each row's levels as the decoder has
-    them, a tuple of (price, size) pairs of floats, appended as they are (one list append per row);
-    Arrow reads them all at once when the batch is sealed."""
+class _Levels:
+    """A column of book levels (list<struct<price, size>>), flat: no Python object per level. A
+    decoder adds the levels of a run's rows at once (`extend`): each row's number of levels, and
+    their prices and sizes as one float64 array (price, size, price, size...). Arrow builds the
+    column from those arrays when the batch is sealed."""
 
-    __slots__ = ()
+    __slots__ = ("counts", "values", "rows", "nbytes")
+
+    def __init__(self) -> None:
+        self.counts: list[np.ndarray] = []  # int32, one per row
+        self.values: list[np.ndarray] = []  # float64, two per level
+        self.rows = self.nbytes = 0
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def extend(self, counts: np.ndarray, values: np.ndarray) -> None:
+        """Levels of len(counts) more rows: row i has counts[i] levels, their (price, size) pairs
+        one after another in `values`. The arrays are kept as they are: the caller makes new ones."""
+        if len(values) != 2 * int(counts.sum()):
+            raise ValueError(f"{len(values)} level values for {int(counts.sum())} levels (a decoder bug)")
+        self.counts.append(counts)
+        self.values.append(values)
+        self.rows += len(counts)
+        self.nbytes += counts.nbytes + values.nbytes
+
+    def copy(self) -> "_Levels":
+        out = _Levels()
+        out.counts, out.values, out.rows, out.nbytes = self.counts[:], self.values[:], self.rows, self.nbytes
+        return out
+
+    def _flat(self) -> tuple[np.ndarray, np.ndarray]:
+        counts = np.concatenate(self.counts) if self.counts else np.zeros(0, np.int32)
+        values = np.concatenate(self.values) if self.values else np.zeros(0, np.float64)
+        return counts, values
+
+    def __getitem__(self, i: int) -> tuple[tuple[float, float], ...]:
+        """Row i's levels as (price, size) pairs (for a reader of single rows: slow)."""
+        counts, values = self._flat()
+        start = 2 * int(counts[:i].sum())
+        pairs = values[start : start + 2 * int(counts[i])].tolist()
+        return tuple(zip(pairs[0::2], pairs[1::2]))
 
     def to_array(self, typ: pa.ListType) -> pa.Array:
-        return pa.array(self, type=typ)
+        counts, values = self._flat()
+        offsets = np.zeros(len(counts) + 1, np.int32)
+        np.cumsum(counts, out=offsets[1:])
+        fields = [typ.value_type.field(i) for i in range(typ.value_type.num_fields)]
+        struct = pa.StructArray.from_arrays([pa.array(values[0::2]), pa.array(values[1::2])], fields=fields)
+        return pa.ListArray.from_arrays(pa.array(offsets), struct, type=typ)
 
 
 class Columns:
@@ -90,12 +132,12 @@ class Columns:
     column by column: each varying column is a typed array (numbers, no nulls), a list (strings,
     and the numeric columns named in `nullable`, which may hold None) or flat level buffers (book
     levels, `_Levels`). A decoder appends one value per varying column per row, through
-    `appenders()`. A timestamp column named in `seconds` takes float seconds and is converted at
+    `appenders()`, except to level columns, which take a run's rows at once (`levels()`). A timestamp column named in `seconds` takes float seconds and is converted at
     the end exactly as timeutil.seconds_to_us converts one value (x 1e6, rounded half to even), in
     one Arrow call. `day_column` (a timestamp column) decides each row's date partition, and
     `ts_recv` where it is null (as records.py's rows do)."""
 
-    __slots__ = ("table", "venue", "consts", "names", "cols", "day_column", "seconds")
+    __slots__ = ("table", "venue", "consts", "names", "cols", "day_column", "seconds", "_levels")
 
     def __init__(self, table: str, venue: str, consts: dict[str, Any], day_column: str,
                  seconds: tuple[str, ...] = (), nullable: tuple[str, ...] = ()) -> None:
@@ -110,6 +152,7 @@ class Columns:
         if any(n not in self.names or n in seconds for n in nullable):
             raise ValueError(f"{table}: {nullable} must all be varying columns, not in seconds")
         self.cols = {n: self._buffer(types[n], n in seconds, n in nullable) for n in self.names}
+        self._levels = tuple(c for c in self.cols.values() if isinstance(c, _Levels))
 
     @staticmethod
     def _buffer(type_name: str, seconds: bool, nullable: bool):
@@ -128,14 +171,30 @@ class Columns:
         out.table, out.venue, out.consts, out.names = self.table, self.venue, self.consts, self.names
         out.day_column, out.seconds = self.day_column, self.seconds
         n = len(self)
-        out.cols = {name: col[:n] for name, col in self.cols.items()}
+        out.cols = {name: col.copy() if isinstance(col, _Levels) else col[:n] for name, col in self.cols.items()}
+        out._levels = tuple(c for c in out.cols.values() if isinstance(c, _Levels))
         return out
 
     def appenders(self, *names: str) -> tuple:
-        """The `append` methods of the named columns (every varying column must get one value per row)."""
-        if sorted(names) != sorted(self.names):
-            raise ValueError(f"{self.table}: the varying columns are {self.names}, got {names}")
+        """The `append` methods of the named columns (every varying column but the level columns
+        must get one value per row)."""
+        varying = [n for n in self.names if not isinstance(self.cols[n], _Levels)]
+        if sorted(names) != sorted(varying):
+            raise ValueError(f"{self.table}: the varying columns are {tuple(varying)}, got {names}")
         return tuple(self.cols[n].append for n in names)
+
+    def levels(self, name: str) -> _Levels:
+        """A level column's buffer: its `extend` adds the levels of as many rows as the other
+        columns got values for (before the buffer is read or sealed: at the end of the run)."""
+        col = self.cols[name]
+        if not isinstance(col, _Levels):
+            raise ValueError(f"{self.table}.{name} is not a level column")
+        return col
+
+    @property
+    def level_bytes(self) -> int:
+        """Bytes held by the level columns' arrays (Buffers.held_bytes counts them)."""
+        return sum(col.nbytes for col in self._levels)
 
     def to_batches(self, sch: pa.Schema) -> list[tuple[int, pa.RecordBatch]]:
         """(day, batch) for every date the rows fall on (nearly always one)."""
@@ -183,6 +242,7 @@ class Buffers:
         self._batch_rows = batch_rows
         self._parts: dict[PartitionKey, _Partition] = {}
         self._columns: dict[tuple, Columns] = {}
+        self._with_levels: dict[tuple, Columns] = {}  # those of _columns that have level columns
         self._getters = {t: _row_getter(t) for t in schema.TABLES}
         self._schemas = {t: schema.load(t).file_schema for t in schema.TABLES}
         self._retired: dict[str, list] = {}  # watched table -> containers that left the buffers (see watch)
@@ -193,9 +253,10 @@ class Buffers:
     @property
     def held_bytes(self) -> int:
         """What the buffered rows hold: Arrow batches exactly, raw runs by their payload bytes,
-        other rows by ROW_BYTES_ESTIMATE each."""
+        book levels in column buffers by their arrays, other rows by ROW_BYTES_ESTIMATE each."""
         loose = self.rows - self._sealed_rows - self._run_frames
-        return self._sealed_bytes + self._run_bytes + max(loose, 0) * ROW_BYTES_ESTIMATE
+        levels = sum(cols.level_bytes for cols in self._with_levels.values())
+        return self._sealed_bytes + self._run_bytes + max(loose, 0) * ROW_BYTES_ESTIMATE + levels
 
     def _sealed(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         self._sealed_rows += batch.num_rows
@@ -293,10 +354,15 @@ class Buffers:
         elif len(cols) >= self._batch_rows:
             self._seal(key, cols)
             cols = self._columns[key] = Columns(table, venue, cols.consts, day_column, seconds, nullable)
+        else:
+            return cols
+        if cols._levels:
+            self._with_levels[key] = cols
         return cols
 
     def _seal(self, key: tuple, cols: Columns) -> None:
         del self._columns[key]
+        self._with_levels.pop(key, None)
         if not len(cols):
             return
         self._retire(cols.table, cols.venue, cols)

@@ -8,6 +8,7 @@ import json
 import os
 
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -67,12 +68,17 @@ def spelled(values) -> st.SearchStrategy[str]:
 
 # --- predict.fun: order books (with settlements) and relayed chances -------------------------
 
-prices = spelled([0.5, 0.61, 0.6, 0.0, 1.0, 100.0, 1500.0, 0.30000000000000004, 1e308, -2.5, 12345678901234567890123.0,
-                  "0.5", True, None, 1e400 if False else 1.5])
-level = st.one_of(st.tuples(prices, prices).map(lambda pq: f"[{pq[0]},{pq[1]}]"),
-                  st.sampled_from(["[0.5]", "[0.5,1,2]", '["0.5",1]', "[]", "null", "[1e400,1]", "0.5"]))
+prices = st.one_of(spelled([0.5, 0.61, 0.6, 0.0, 1.0, 100.0, 1500.0, 0.30000000000000004, 1e308, -2.5,
+                           12345678901234567890123.0, "0.5", True, None, 1.5, 5e-324]),
+                   st.sampled_from(["-0", "-0.0", "0E0", "1E+2", "2.5e-3", "1e-400", "1.7976931348623159e308"]))
+level = st.one_of(st.tuples(prices, prices, st.sampled_from(["", " ", "\n"])).map(lambda pq: f"[{pq[0]},{pq[2]}{pq[1]}]"),
+                  st.sampled_from(["[0.5]", "[0.5,1,2]", '["0.5",1]', "[]", "null", "[1e400,1]", "0.5", '["|",1]',
+                                   "[[0.5,1]]", "[ 0.5 , 1 ]"]))
 levels = st.one_of(st.lists(level, max_size=4).map(lambda ls: "[" + ",".join(ls) + "]"),
-                   st.sampled_from(["null", "[]", '"x"', "{}"]))
+                   st.sampled_from(["null", "[]", '"x"', "{}", "[5]", "[ ]", "[0.5,1]", "[[0.5,1],5]", "[[[0.5,1]]]",
+                                    " [ [0.5,1] ] "]),
+                   # more levels than levels.py's table of shapes holds
+                   st.integers(60, 70).map(lambda k: "[" + ",".join(f"[{0.5 + i / 100},{i}]" for i in range(k)) + "]"))
 ids = st.sampled_from(['"1001"', '"1002"', "1003", "123", '"123"', "null", "true", "1.5", "18446744073709551615",
                        "18446744073709551616", '"\\u00e9"'])
 settled = st.one_of(
@@ -167,32 +173,45 @@ def test_intots_recent_trades_of_the_previous_checkpoint_form_still_match():
 
 
 def test_level_columns_become_arrow_lists_of_price_size_structs():
-    """Book levels appended flat come out as the schema's list<struct<price, size>>, row by row,
-    and a null ts_event puts its row in the partition of its receive time."""
+    """Book levels added flat (counts and values per run) come out as the schema's
+    list<struct<price, size>>, row by row, a copy (the live page's peek) holds the same rows, and a
+    null ts_event puts its row in the partition of its receive time."""
+    import numpy as np
+
     b = Buffers(batch_rows=100)
     cols = b.columns("book", "predictfun", (("feed", "f"), ("conn_id", "c"), ("outcome", "Yes"), ("last", None)),
                      "ts_event", nullable=("ts_event", "best_bid", "best_ask"))
     assert isinstance(cols, Columns)
-    a_ts, a_recv, a_seq, a_m, a_bids, a_asks, a_bb, a_ba, a_depth = cols.appenders(
-        "ts_event", "ts_recv", "seq", "market", "bids", "asks", "best_bid", "best_ask", "depth")
-    for i, (bids, asks) in enumerate([(((0.5, 1.0), (0.4, 2.0)), ()), ((), ((0.6, 3.0),))]):
+    a_ts, a_recv, a_seq, a_m, a_bb, a_ba, a_depth = cols.appenders(
+        "ts_event", "ts_recv", "seq", "market", "best_bid", "best_ask", "depth")
+    rows = [(((0.5, 1.0), (0.4, 2.0)), ()), ((), ((0.6, 3.0),))]
+    for i, (bids, asks) in enumerate(rows):
         a_ts(None if i else TS - 86_400_000_000)
         a_recv(TS)
         a_seq(i + 1)
         a_m("m")
-        a_bids(bids)
-        a_asks(asks)
         a_bb(bids[0][0] if bids else None)
         a_ba(asks[0][0] if asks else None)
         a_depth(len(bids) + len(asks))
+    for name, side in (("bids", 0), ("asks", 1)):
+        counts = np.array([len(r[side]) for r in rows], np.int32)
+        cols.levels(name).extend(counts, np.array([x for r in rows for lv in r[side] for x in lv], np.float64))
+    assert b.held_bytes >= 2 * 2 * 4 + 6 * 8  # the level arrays are counted
+    with pytest.raises(ValueError, match="decoder bug"):
+        cols.levels("bids").extend(np.array([1], np.int32), np.array([0.5], np.float64))
+    assert cols.levels("bids")[0] == ((0.5, 1.0), (0.4, 2.0)) and cols.levels("asks")[1] == ((0.6, 3.0),)
     b.rows += 2
+    peek = b.peek("book").to_table()
+    assert peek.column("bids").to_pylist() == [[{"price": 0.5, "size": 1.0}, {"price": 0.4, "size": 2.0}], []]
     flush = b.cut()
     days = {key[2]: batches[0] for key, batches in flush.partitions.items()}
     assert sorted(days) == [TS // 86_400_000_000 - 1, TS // 86_400_000_000]
     first, second = days[TS // 86_400_000_000 - 1], days[TS // 86_400_000_000]
     assert first.column("bids").to_pylist() == [[{"price": 0.5, "size": 1.0}, {"price": 0.4, "size": 2.0}]]
+    assert first.column("asks").to_pylist() == [[]]
     assert second.column("asks").to_pylist() == [[{"price": 0.6, "size": 3.0}]]
     assert second.column("best_bid").to_pylist() == [None] and second.column("depth").to_pylist() == [1]
+    assert first.schema == second.schema == b._schemas["book"]
 
 
 def test_well_formed_pushes_and_trades_take_the_fast_path():

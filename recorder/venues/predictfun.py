@@ -24,7 +24,7 @@ from ..config import Opt, Secret
 from ..errors import ConfigError
 from ..records import Account, Book, Chance, Price, Record, Trade
 from ..timeutil import ms_to_us
-from . import base
+from . import base, levels
 from .base import NOTHING, Bounded, Control, FrameMeta, UnknownMessage
 
 VENUE = "predictfun"
@@ -167,31 +167,34 @@ class Decoder:
     def decode_run(self, texts: list[str], meta: FrameMeta, buffers, slow) -> int:
         """A run of pushes (base.Decoder.decode_run): order books and relayed chances, well formed
         and of plain numbers, are parsed by msgspec into typed structs and appended column by
-        column (levels into flat buffers); anything else, malformed frames included, goes to
-        slow(i), in order, before any state is touched. Rows, values and dedupe windows are exactly
-        what decode() gives (tests/test_fastpaths.py)."""
-        run = _Run(self, meta, buffers)
-        parse, parse_book, book, chance = _PUSH.decode, _BOOK_PUSH.decode, run.book, run.chance
-        for i, text in enumerate(texts):
+        column, the books' levels read for the whole run at once into flat arrays (levels.py);
+        anything else, malformed frames included, goes to slow(i), in order, before any state is
+        touched. Rows, values and dedupe windows are exactly what decode() gives
+        (tests/test_fastpaths.py)."""
+        parse, parse_book = _PUSH.decode, _BOOK_PUSH.decode
+        items: list = []  # per frame: None (the checked path), a book's index in `books`, or a chance
+        books = _Books()
+        add_book = books.add
+        for text in texts:
             try:
                 # Books are most of the traffic: when the topic near the start says so, the whole push
                 # is parsed in one go (the topic is checked again below, whatever the hint said).
                 msg = parse_book(text) if text.find(_BOOK_HINT, 0, 64) >= 0 else parse(text)
             except ValueError:  # msgspec's DecodeError and ValidationError
-                slow(i)
+                items.append(None)
                 continue
             name, _, param = msg.topic.partition("/")
             if name == "predictOrderbook":
-                done = book(i, param, msg.data)
+                items.append(add_book(param, msg.data))
             elif name in _ORIGINS and type(msg) is _Push:
-                done = chance(i, param, msg.data, _ORIGINS[name])
+                items.append((param, msg.data, _ORIGINS[name]))
             else:
-                done = False
-            if not done:
-                slow(i)
-        return run.rows
+                items.append(None)
+        return _Run(self, meta, buffers).apply(items, books, slow)
 
     def restore(self, state: dict) -> None:
+        # Book keys of checkpoints written before levels.py were ("book", market, ts, hash of the
+        # level tuples): restored as they are, they match no new key (the 5-element form).
         self.seen = Bounded(20_000, [_tuples(k) for k in state.get("seen", [])])
         self.settled = Bounded(20_000, state.get("settled"))
 
@@ -221,9 +224,9 @@ class Decoder:
         bids = self._levels(d.get("bids"), "data.bids")
         asks = self._levels(d.get("asks"), "data.asks")
         out: list[Record] = []
-        # The key holds the levels' hash, not the levels (a window of 20,000 books would be tens of MB).
-        # Tuples of floats hash the same in every process, so a restored window still matches.
-        if self.seen.add_new(("book", sys.intern(market), ts_us, hash((bids, asks)))):
+        # The key holds the levels' hash, not the levels (a window of 20,000 books would be tens of MB):
+        # levels.levels_hash, the same in every process and the same the run-at-a-time path computes.
+        if self.seen.add_new(("book", sys.intern(market), ts_us, len(bids), levels.levels_hash(bids, asks))):
             out.append(Book.row(venue=meta.venue, feed=meta.feed, ts_event=ts_us, ts_recv=meta.ts_recv,
                                 conn_id=meta.conn_id, seq=meta.seq, market=market, outcome="Yes", bids=bids, asks=asks,
                                 best_bid=bids[0][0] if bids else None, best_ask=asks[0][0] if asks else None,
@@ -308,69 +311,86 @@ class _Run:
         self.decoder, self.meta, self.buffers = decoder, meta, buffers
         self.first = meta.seq  # slow() moves meta.seq
         self.rows = 0
-        self._books = self._trades = None
+        self._trades = self._levels = None
         self._chances: dict[str, tuple] = {}
 
     def _consts(self, *more) -> tuple:
         return (("feed", self.meta.feed), ("conn_id", self.meta.conn_id)) + more
 
-    def book(self, i: int, param: str, data: "msgspec.Raw | _BookData") -> bool:
-        """One order book push; False (nothing done) unless it is the well-formed common case."""
-        if type(data) is not _BookData:
-            try:
-                data = _BOOK.decode(data)
-            except ValueError:
-                return False
-        d = data
-        bids, asks, ts, s = d.bids or (), d.asks or (), d.updateTimestampMs, d.lastOrderSettled
-        market = param if d.marketId is msgspec.UNSET else d.marketId
-        if type(market) is int:
-            if not _INT_MIN <= market < _INT_END:
-                return False
-            market = str(market)
-        if ts is not None:
-            ts = ts * 1000
-            if not -_MAX_US <= ts <= _MAX_US:  # inf and beyond timestamp[us]: the checked path's message
-                return False
-            ts = round(ts)
-        price = None
-        if s is not None:
-            if (type(s.id) is int and not _INT_MIN <= s.id < _INT_END) or (
-                    type(s.marketId) is int and not _INT_MIN <= s.marketId < _INT_END):
-                return False
-            price = s.price
-            if type(price) is str:
-                try:
-                    price = float(price)
-                except ValueError:
-                    return False
-            if price is not None and not math.isfinite(price):
-                return False
+    def apply(self, items: list, books: "_Books", slow) -> int:
+        """decode_run's second pass, frame by frame in order: the checked path (slow), a book (its
+        index in `books`) or a chance; then the kept books' levels into the level columns. (One
+        loop with the book case written out: it runs for every push.)"""
+        lv = levels.RunLevels(books.sides) if books.sides else None
+        if lv is not None:
+            ok, nbs, nas, hashes, kept = lv.ok, lv.bids, lv.asks, lv.hash, lv.kept_flags
+            bbs, bas = lv.best_bid, lv.best_ask
+        markets, stamps, settles, sids = books.markets, books.stamps, books.settles, books.sids
         dec = self.decoder
-        meta = self.meta
-        seq = self.first + i
-        if dec.seen.add_new(("book", sys.intern(market), ts, hash((bids, asks)))):
-            if self._books is None:
-                cols = self.buffers.columns("book", meta.venue, self._consts(("outcome", "Yes"), ("last", None)),
-                                            "ts_event", nullable=("ts_event", "best_bid", "best_ask"))
-                self._books = cols.appenders("ts_event", "ts_recv", "seq", "market", "bids", "asks", "best_bid",
-                                             "best_ask", "depth")
-            a_ts, a_recv, a_seq, a_market, a_bids, a_asks, a_bb, a_ba, a_depth = self._books
-            a_ts(ts)
-            a_recv(meta.ts_recv)
-            a_seq(seq)
-            a_market(market)
-            a_bids(bids)
-            a_asks(asks)
-            a_bb(bids[0][0] if bids else None)
-            a_ba(asks[0][0] if asks else None)
-            a_depth(len(bids) + len(asks))
-            self.rows += 1
-        if s is not None:
-            trade_id = s.id if type(s.id) is str else str(s.id)
-            if dec.settled.add_new(trade_id):
-                self._trade(seq, market if s.marketId is msgspec.UNSET else str(s.marketId), s, price, trade_id)
-        return True
+        seen_add, settled = dec.seen.add_new, dec.settled
+        chance, first, recv = self.chance, self.first, self.meta.ts_recv
+        appends = None
+        rows = 0
+        for i, j in enumerate(items):
+            if j is None:
+                slow(i)
+                continue
+            if type(j) is not int:
+                if not chance(i, *j):
+                    slow(i)
+                continue
+            if not ok[j]:
+                slow(i)
+                continue
+            s = settles[j]
+            new_trade = False
+            if s is not None and sids[j] not in settled:
+                new_trade = True
+                price = s.price  # the checked path reads the price of a new settlement only
+                if type(price) is str:
+                    try:
+                        price = float(price)
+                    except ValueError:
+                        slow(i)
+                        continue
+                if price is not None and not math.isfinite(price):
+                    slow(i)
+                    continue
+            nb, na = nbs[j], nas[j]
+            if seen_add(("book", markets[j], stamps[j], nb, hashes[j])):
+                if appends is None:
+                    appends = a_ts, a_recv, a_seq, a_market, a_bb, a_ba, a_depth = self._book_appenders()
+                a_ts(stamps[j])
+                a_recv(recv)
+                a_seq(first + i)
+                a_market(markets[j])
+                a_bb(bbs[j] if nb else None)
+                a_ba(bas[j] if na else None)
+                a_depth(nb + na)
+                kept[j] = True
+                rows += 1
+            if new_trade:
+                settled.add(sids[j])
+                self._trade(first + i, books.trade_markets[j], s, price, sids[j])
+        self.rows += rows
+        if lv is not None:
+            self.add_levels(lv)
+        return self.rows
+
+    def _book_appenders(self) -> tuple:
+        cols = self.buffers.columns("book", self.meta.venue, self._consts(("outcome", "Yes"), ("last", None)),
+                                    "ts_event", nullable=("ts_event", "best_bid", "best_ask"))
+        self._levels = (cols.levels("bids"), cols.levels("asks"))
+        return cols.appenders("ts_event", "ts_recv", "seq", "market", "best_bid", "best_ask", "depth")
+
+    def add_levels(self, lv: levels.RunLevels) -> None:
+        """The kept books' levels into the book buffer's level columns (at the end of the run)."""
+        kept = lv.kept()
+        if kept is not None:
+            bid_counts, bid_values, ask_counts, ask_values = kept
+            bids, asks = self._levels
+            bids.extend(bid_counts, bid_values)
+            asks.extend(ask_counts, ask_values)
 
     def _trade(self, seq: int, market: str, s: "_Settled", price: float | None, trade_id: str) -> None:
         if self._trades is None:
@@ -424,6 +444,64 @@ class _Run:
         return True
 
 
+class _Books:
+    """decode_run's first pass over the book pushes of a run: each one's fields checked and made
+    what the rows hold (no state read or changed), its sides kept as JSON text for
+    levels.RunLevels. `add` gives the book's index, or None for the checked path."""
+
+    __slots__ = ("markets", "stamps", "settles", "sids", "trade_markets", "sides")
+
+    def __init__(self) -> None:
+        self.markets: list[str] = []
+        self.stamps: list[int | None] = []  # ts_event, microseconds
+        self.settles: list[_Settled | None] = []
+        self.sids: list[str | None] = []  # the settlement's id
+        self.trade_markets: list[str | None] = []  # the settlement's market
+        self.sides: list = []  # bids, asks, bids, asks...
+
+    def add(self, param: str, d: "msgspec.Raw | _BookData") -> int | None:
+        if type(d) is not _BookData:
+            try:
+                d = _BOOK.decode(d)
+            except ValueError:
+                return None
+        market = d.marketId
+        if market is msgspec.UNSET:
+            market = param
+        elif type(market) is int:
+            if not _INT_MIN <= market < _INT_END:
+                return None
+            market = str(market)
+        ts = d.updateTimestampMs
+        if ts is not None:
+            ts = ts * 1000
+            if not -_MAX_US <= ts <= _MAX_US:  # inf and beyond timestamp[us]: the checked path's message
+                return None
+            ts = round(ts)
+        s = d.lastOrderSettled
+        sid = trade_market = None
+        if s is not None:
+            sid, trade_market = s.id, s.marketId
+            if type(sid) is int:
+                if not _INT_MIN <= sid < _INT_END:
+                    return None
+                sid = str(sid)
+            if trade_market is msgspec.UNSET:
+                trade_market = market
+            elif type(trade_market) is int:
+                if not _INT_MIN <= trade_market < _INT_END:
+                    return None
+                trade_market = str(trade_market)
+        j = len(self.markets)
+        self.markets.append(sys.intern(market))
+        self.stamps.append(ts)
+        self.settles.append(s)
+        self.sids.append(sid)
+        self.trade_markets.append(trade_market)
+        self.sides += (d.bids, d.asks)
+        return j
+
+
 # Typed structs for decode_run (msgspec checks types in C; a JSON integer becomes a float where a
 # float is declared, as float() makes it on the checked path; a bool, a string or a null where a
 # number is declared is not taken, nor a number beyond a double: that frame goes the checked way,
@@ -445,8 +523,8 @@ class _Settled(msgspec.Struct, gc=False):
 class _BookData(msgspec.Struct, gc=False):
     marketId: str | int | msgspec.UnsetType = msgspec.UNSET
     updateTimestampMs: float | None = None
-    bids: tuple[tuple[float, float], ...] | None = None
-    asks: tuple[tuple[float, float], ...] | None = None
+    bids: msgspec.Raw = msgspec.Raw(b"[]")  # JSON text, read by levels.RunLevels (missing: no levels)
+    asks: msgspec.Raw = msgspec.Raw(b"[]")
     lastOrderSettled: _Settled | None = None
 
 

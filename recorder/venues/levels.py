@@ -1,0 +1,209 @@
+"""Order book levels read a run of frames at a time, without a Python object per level.
+
+A venue sends each side of a book as a JSON list of [price, size] pairs. The run-at-a-time
+decoders keep each side as the JSON text the venue sent (msgspec.Raw) and hand all of a run's
+sides to `RunLevels`, which
+- checks each side's shape with two C calls on the whole run (only numbers, commas and brackets,
+  exactly two numbers per level: anything else, strings, nulls inside, extra values, whitespace
+  excepted, is left to the frame-by-frame path);
+- parses every number of the run in one Arrow call (correctly rounded, as Python's float() and
+  the JSON parsers of the checked path read them) into one flat float64 array;
+- sends a book with a value that is not finite, or a negative zero (which the checked path's
+  parser reads from "-0" as +0.0), to the frame-by-frame path;
+- gives each book a 64-bit content hash of its levels (`book_hash`), the same for every process
+  and computed the same way by the frame-by-frame path (`levels_hash`), for the dedupe key.
+
+The column buffers then take the kept books' levels as flat arrays (`writer._Levels`), and Arrow
+builds the list<struct<price, size>> column from them when a batch is sealed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_NUMBER_CHARS = b"0123456789.eE+-"
+_SPACE = b" \t\n\r"  # JSON whitespace: never inside a number
+_SEP = b"|"  # between sides while checking their shapes (a '|' can only be inside a string: not a level list)
+
+
+def _pattern(k: int) -> bytes:
+    """A side of k levels with its numbers (and spaces) removed."""
+    return b"[]" if k == 0 else b"[[" + b",],[" * (k - 1) + b",]]"
+
+
+_PATTERNS = {_pattern(k): k for k in range(65)}
+_PATTERNS[b"null"] = 0  # the checked path reads a null side as no levels
+
+
+def side_count(pattern: bytes) -> int:
+    """The number of levels of a side given its pattern (numbers and spaces removed); -1 if it is
+    not a list of [number, number] lists. (0 for "[]", and also for "[5]": see RunLevels.)"""
+    k = _PATTERNS.get(pattern)
+    if k is not None:
+        return k
+    k = (len(pattern) - 1) // 4
+    return k if k > 0 and pattern == _pattern(k) else -1
+
+
+# --- the content hash ------------------------------------------------------------------------
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_M3 = np.uint64(0x9E3779B97F4A7C15)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+
+
+def _hashes(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """uint64 hash of each segment values[start:start + length] (float64): the sum, mod 2**64, of
+    a mix (splitmix64's finaliser) of each value's bits and its position in the segment, plus the
+    length. Depends only on the values' bits and order: the same in every process."""
+    pos = np.arange(len(values), dtype=np.uint64)
+    if len(starts):
+        pos -= np.repeat(starts.astype(np.uint64), lengths)
+    x = values.view(np.uint64) + (pos + np.uint64(1)) * _M3
+    x ^= x >> _S30
+    x *= _M1
+    x ^= x >> _S27
+    x *= _M2
+    x ^= x >> _S31
+    sums = np.zeros(len(values) + 1, np.uint64)
+    np.cumsum(x, out=sums[1:])
+    return sums[starts + lengths] - sums[starts] + lengths.astype(np.uint64) * _M3
+
+
+def levels_hash(bids, asks) -> int:
+    """The content hash of one book's levels given as (price, size) pairs: what RunLevels gives a
+    book with these values (the frame-by-frame path's half of the dedupe key)."""
+    flat = [x for level in bids for x in level] + [x for level in asks for x in level]
+    values = np.array(flat, np.float64)
+    return int(_hashes(values, np.zeros(1, np.int64), np.array([len(values)], np.int64))[0])
+
+
+# --- a run's levels ----------------------------------------------------------------------------
+
+
+_COMMA_TO_ZERO = bytes.maketrans(b",", b"0")
+
+
+def _numbers(sides: list) -> np.ndarray | None:
+    """Every number of these well-shaped, non-empty sides, in order, as float64 (one Arrow cast);
+    None if Arrow cannot read one of them.
+
+    The numbers are cut out of the text without copying each: a string array whose offsets are the
+    commas' positions, so that every number after the first starts with its comma, turned into a
+    '0' ("0.5,1,0.4" -> "0.5", "01", "00.4"): a leading zero changes no value. A negative number
+    would read "0-1": then the text is split at its commas instead."""
+    text = b",".join(sides).translate(None, b"[]" + _SPACE)
+    if not text:
+        return np.zeros(0, np.float64)
+    if text[0] == 45 or b",-" in text:  # "-"
+        arr = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(np.array([0, len(text)], np.int32)),
+                                                     pa.py_buffer(text)])
+        strings = pc.split_pattern(arr, ",").flatten()
+    else:
+        commas = np.flatnonzero(np.frombuffer(text, np.uint8) == 44)
+        offsets = np.empty(len(commas) + 2, np.int32)
+        offsets[0], offsets[-1] = 0, len(text)
+        offsets[1:-1] = commas
+        strings = pa.Array.from_buffers(pa.string(), len(commas) + 1,
+                                        [None, pa.py_buffer(offsets), pa.py_buffer(text.translate(_COMMA_TO_ZERO))])
+    try:
+        return strings.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        return None
+
+
+def _readable(sides: list, counts: list[int], j: int) -> bool:
+    v = _numbers([sides[i] for i in (2 * j, 2 * j + 1) if counts[i]])
+    return v is not None and len(v) == 2 * (counts[2 * j] + counts[2 * j + 1])
+
+
+class RunLevels:
+    """The levels of a run's books. `sides` holds two buffers per book, its bids' and its asks'
+    JSON text. Per book j: `ok[j]` (False: the frame-by-frame path decides), `bids[j]` and
+    `asks[j]` (level counts), `best_bid[j]`, `best_ask[j]` (the first level's price, read only
+    where the side has a level) and `hash[j]` (levels_hash of its values). `keep(j)` marks a book
+    whose row is recorded (or sets `kept_flags[j]`); `kept()` gives their levels as flat arrays,
+    for the column buffers."""
+
+    __slots__ = ("ok", "bids", "asks", "best_bid", "best_ask", "hash", "kept_flags",
+                 "_books", "_values", "_nb", "_na")
+
+    def __init__(self, sides: list) -> None:
+        n = len(sides) // 2
+        pats = _SEP.join(sides).translate(None, _NUMBER_CHARS + _SPACE).split(_SEP)
+        if len(pats) != len(sides):  # a '|' inside some side (in a string): look at each alone
+            pats = [bytes(s).translate(None, _NUMBER_CHARS + _SPACE) for s in sides]
+        counts = list(map(_PATTERNS.get, pats))
+        if None in counts:
+            counts = [side_count(p) for p in pats]
+        if 0 in counts:  # "[5]" has the pattern of "[]": an empty side must be exactly "[]" (or "null")
+            counts = [-1 if k == 0 and len(s) != 2 and p != b"null" else k for k, s, p in zip(counts, sides, pats)]
+        ok = [True] * n if -1 not in counts else [counts[2 * j] >= 0 and counts[2 * j + 1] >= 0 for j in range(n)]
+        while True:  # at most three rounds: all, then without unreadable books, then without bad values
+            # (each round that does not break marks at least one more book not ok)
+            if False in ok:
+                books = [j for j in range(n) if ok[j]]
+                nb = np.array([counts[2 * j] for j in books], np.int64)
+                na = np.array([counts[2 * j + 1] for j in books], np.int64)
+                values = _numbers([sides[i] for j in books for i in (2 * j, 2 * j + 1) if counts[i]])
+            else:  # the common case: every book readable
+                books = range(n)
+                nb, na = np.array(counts[0::2], np.int64), np.array(counts[1::2], np.int64)
+                values = _numbers(sides if 0 not in counts else [s for s, k in zip(sides, counts) if k])
+            lengths = 2 * (nb + na)
+            if values is None or len(values) != int(lengths.sum()):
+                readable = [j for j in books if _readable(sides, counts, j)]
+                if len(readable) == len(books):  # each alone reads, not all together: left to the checked path
+                    readable = []
+                ok = [False] * n
+                for j in readable:
+                    ok[j] = True
+                continue
+            bad = ~np.isfinite(values) | ((values == 0) & np.signbit(values))
+            if bad.any():
+                for b in np.unique(np.repeat(np.arange(len(books)), lengths)[bad]).tolist():
+                    ok[books[b]] = False
+                continue
+            break
+        starts = np.zeros(len(books), np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        hashes = _hashes(values, starts, lengths).tolist()
+        last = max(len(values) - 1, 0)
+        padded = values if len(values) else np.zeros(1, np.float64)
+        best_bid = padded[np.minimum(starts, last)].tolist()
+        best_ask = padded[np.minimum(starts + 2 * nb, last)].tolist()
+        bids, asks = nb.tolist(), na.tolist()
+        if len(books) < n:  # per book of the run (the books not ok have zeros: never read)
+            full = [[0] * n for _ in range(5)]
+            for k, j in enumerate(books):
+                for column, source in zip(full, (bids, asks, best_bid, best_ask, hashes)):
+                    column[j] = source[k]
+            bids, asks, best_bid, best_ask, hashes = full
+        self.ok, self.bids, self.asks, self.best_bid, self.best_ask, self.hash = ok, bids, asks, best_bid, best_ask, hashes
+        self.kept_flags = [False] * n
+        self._books, self._values, self._nb, self._na = books, values, nb, na
+
+    def keep(self, j: int) -> None:
+        """Book j (ok) is recorded: its levels go into the column buffers."""
+        self.kept_flags[j] = True
+
+    def kept(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """(bid counts, bid values, ask counts, ask values) of the kept books, in order: counts as
+        int32, values as float64 price, size, price, size...; None if no book was kept."""
+        books, flags = self._books, self.kept_flags
+        keep = np.array(flags if len(books) == len(flags) else [flags[j] for j in books], bool)
+        if not keep.any():
+            return None
+        nb, na = self._nb, self._na
+        side_lengths = np.empty(2 * len(nb), np.int64)
+        side_lengths[0::2] = 2 * nb
+        side_lengths[1::2] = 2 * na
+        out = []
+        for first, counts in ((0, nb), (1, na)):
+            sides = np.zeros(2 * len(nb), bool)
+            sides[first::2] = keep
+            out += [counts[keep].astype(np.int32), self._values[np.repeat(sides, side_lengths)]]
+        return out[0], out[1], out[2], out[3]
