@@ -126,8 +126,28 @@ pushes = st.one_of(
 def test_predictfun_run_decoder_equals_decoding_frame_by_frame(tmp_path_factory, runs):
     """predict.fun books, settlements and relayed chances: decode_run gives exactly the tables,
     counts, rejects and dedupe windows that decode() frame by frame gives."""
-    make = lambda: predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/123",)))  # noqa: E731
+    make = lambda: _every_run(predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/123",))))  # noqa: E731
     assert_same(tmp_path_factory, make, runs, "predictfun")
+
+
+def _every_run(decoder):
+    """The run-at-a-time path for runs of any length (short ones go frame by frame by default)."""
+    decoder.small_run = 0
+    return decoder
+
+
+def test_short_predictfun_runs_go_frame_by_frame_and_long_ones_at_once():
+    """A run shorter than SMALL_RUN is decoded frame by frame (slow(i) for each, in order): reading
+    a run's levels at once has a fixed cost a one-frame run would pay alone; a longer run is not."""
+    from bench.sender import payloads
+    from recorder.venues.base import FrameMeta
+
+    texts = [p.decode() for p in payloads("books", predictfun.SMALL_RUN)]
+    for run, expect_slow in ((texts[:1], [0]), (texts[:-1], list(range(len(texts) - 1))), (texts, [])):
+        decoder, slow = predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/123",))), []
+        meta = FrameMeta(venue="predictfun", feed="f", conn_id="c", seq=1, ts_recv=TS)
+        decoder.decode_run(run, meta, Buffers(), slow.append)
+        assert slow == expect_slow
 
 
 # --- InTots trades -------------------------------------------------------------------------

@@ -23,7 +23,9 @@ TS = 1_760_000_000_000_000
 
 
 def _decoder():
-    return predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/123",)))
+    decoder = predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/123",)))
+    decoder.small_run = 0  # the run-at-a-time path for runs of any length
+    return decoder
 
 
 def _push(data: str) -> str:

@@ -10,14 +10,17 @@ sides to `RunLevels`, which
   the JSON parsers of the checked path read them) into one flat float64 array;
 - sends a book with a value that is not finite, or a negative zero (which the checked path's
   parser reads from "-0" as +0.0), to the frame-by-frame path;
-- gives each book a 64-bit content hash of its levels (`book_hash`), the same for every process
-  and computed the same way by the frame-by-frame path (`levels_hash`), for the dedupe key.
+- gives each book a content hash of its levels (Python's hash of the tuple of its values), the
+  same in every process and computed the same way by the frame-by-frame path (`levels_hash`), for
+  the dedupe key.
 
 The column buffers then take the kept books' levels as flat arrays (`writer._Levels`), and Arrow
 builds the list<struct<price, size>> column from them when a batch is sealed.
 """
 
 from __future__ import annotations
+
+from itertools import chain
 
 import numpy as np
 import pyarrow as pa
@@ -49,36 +52,13 @@ def side_count(pattern: bytes) -> int:
 
 # --- the content hash ------------------------------------------------------------------------
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_M3 = np.uint64(0x9E3779B97F4A7C15)
-_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
-
-
-def _hashes(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """uint64 hash of each segment values[start:start + length] (float64): the sum, mod 2**64, of
-    a mix (splitmix64's finaliser) of each value's bits and its position in the segment, plus the
-    length. Depends only on the values' bits and order: the same in every process."""
-    pos = np.arange(len(values), dtype=np.uint64)
-    if len(starts):
-        pos -= np.repeat(starts.astype(np.uint64), lengths)
-    x = values.view(np.uint64) + (pos + np.uint64(1)) * _M3
-    x ^= x >> _S30
-    x *= _M1
-    x ^= x >> _S27
-    x *= _M2
-    x ^= x >> _S31
-    sums = np.zeros(len(values) + 1, np.uint64)
-    np.cumsum(x, out=sums[1:])
-    return sums[starts + lengths] - sums[starts] + lengths.astype(np.uint64) * _M3
-
 
 def levels_hash(bids, asks) -> int:
-    """The content hash of one book's levels given as (price, size) pairs: what RunLevels gives a
-    book with these values (the frame-by-frame path's half of the dedupe key)."""
-    flat = [x for level in bids for x in level] + [x for level in asks for x in level]
-    values = np.array(flat, np.float64)
-    return int(_hashes(values, np.zeros(1, np.int64), np.array([len(values)], np.int64))[0])
+    """The content hash of one book's levels given as (price, size) pairs: Python's hash of the
+    tuple of its values in order (bids' prices and sizes, then asks'). The hash of a float depends
+    only on its value and a tuple's only on its items' (no per-process seed): the same in every
+    process, and what RunLevels gives a book with these values (the dedupe key's last part)."""
+    return hash(tuple(chain.from_iterable(bids + asks)))
 
 
 # --- a run's levels ----------------------------------------------------------------------------
@@ -170,7 +150,8 @@ class RunLevels:
             break
         starts = np.zeros(len(books), np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
-        hashes = _hashes(values, starts, lengths).tolist()
+        vals = values.tolist()  # one C call; each book's hash is its values' tuple's (levels_hash)
+        hashes = [hash(tuple(vals[s:s + k])) for s, k in zip(starts.tolist(), lengths.tolist())]
         last = max(len(values) - 1, 0)
         padded = values if len(values) else np.zeros(1, np.float64)
         best_bid = padded[np.minimum(starts, last)].tolist()
