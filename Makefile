@@ -48,7 +48,7 @@ soak: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
-	$(BIN)/python -m bench.lake  # lake commit latency (1/4/8 writers) and lake vs plain ingest: bench-out/lake.json
+	$(BIN)/python -m bench.lake --repeats 9  # lake commit latency (1/4/8 writers) and lake vs plain ingest: bench-out/lake.json
 	$(BIN)/python -m bench.scrape_cost  # CPU of one /metrics scrape: bench-out/scrape_cost.json
 	$(BIN)/python -m bench.report  # docs/PERFORMANCE.md (with bench-out/peer.json when make bench-peer ran first)
 

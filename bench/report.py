@@ -117,9 +117,15 @@ def lake_section() -> list[str]:
               f"{how}: plain {fmt(ing['plain'][key])}, lake {fmt(ing['lake'][key])} frames/s (best runs); lake / plain "
               f"{ing['lake_over_plain']:.3f}, target ≥ 0.95: {target(ing['lake_over_plain'] >= 0.95)}. Every run: plain "
               + ", ".join(f"{x:,}" for x in ing["runs"]["plain"]) + "; lake " + ", ".join(f"{x:,}" for x in ing["runs"]["lake"]) + "."]
+        pairs = [lake / plain for plain, lake in zip(ing["runs"]["plain"], ing["runs"]["lake"])]
+        if len(pairs) > 1:  # each round runs plain, then lake, back to back: the machine drifts less within one
+            L[-1] += (" Round by round (lake / plain): " + ", ".join(f"{x:.3f}" for x in pairs)
+                      + f"; median {statistics.median(pairs):.3f}.")
         if "lake_over_plain_receiving" in ing:
             L[-1] += (f" While receiving only: {ing['lake_over_plain_receiving']:.3f} (a lake writer holds flushes back"
                       " for up to `lake_publish_ms` and writes them together, so part of its writing falls after).")
+        L[-1] += (f" Peak RSS of the best runs: plain {ing['plain'].get('peak_rss_mb', 0):.0f} MB, lake "
+                  f"{ing['lake'].get('peak_rss_mb', 0):.0f} MB (the flushes held back, bounded by `max_memory_mb`).")
     return L
 
 
