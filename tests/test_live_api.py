@@ -191,7 +191,15 @@ async def test_live_api_against_the_daemon(tmp_path):
             assert status == 200 and live["end"] - max(live["series"][0]["times"]) < 1_000_000
             for sim in fleet.all:
                 sim.quiesce()
-            await trio.sleep(0.7)
+            # Every frame sent decoded (none in flight: a point sent before the chart's end but not yet
+            # read would be in the flushed chart and not in this one), then the buffered chart again.
+            with trio.fail_after(10):
+                while sum(st.frames for st in pipeline.stats.values()) < sum(len(sim.sent) for sim in fleet.all):
+                    await trio.sleep(0.02)
+            assert pipeline.storage_stats.flushes == 0
+            status, _, body = await get(url, "/api/chart?market=123&venue=predictfun&interval=100ms")
+            live = _json(body)
+            assert status == 200
             stop.set()
         sims.cancel_scope.cancel()
     for s in stalled:  # they were streams, answered and fed (into their socket buffers)
