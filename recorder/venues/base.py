@@ -193,6 +193,20 @@ def probability(value: Any, what: str, *, scale: float = 1.0) -> float:
     return p
 
 
+# Integer ids outside [-2**63, 2**64) are floats to the checked path's parser (orjson), and rejected
+# there as too large to read exactly: the run decoders leave them to it.
+INT_ID_MIN, INT_ID_END = -(2**63), 2**64
+
+
+def fast_id(value):
+    """An id as msgspec read it in a run decoder, as the checked path records it: a string as it is,
+    an integer as its string; None for an integer the checked path's parser reads as a float (the
+    frame goes the checked way). Anything else (msgspec.UNSET) is returned as it is."""
+    if type(value) is int:
+        return str(value) if INT_ID_MIN <= value < INT_ID_END else None
+    return value
+
+
 def live_chance_appenders(buffers, meta, origin: str, **kwargs) -> tuple:
     """A run decoder's appenders for live chance rows of one venue's own points (feed, conn_id,
     origin and source constant): ts_event, ts_recv, seq, market, outcome, probability. `kwargs`

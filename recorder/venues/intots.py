@@ -243,15 +243,13 @@ class Decoder:
         for i, text in enumerate(texts):
             try:
                 msg = parse(text)
-                market = default if msg.event_id is msgspec.UNSET else msg.event_id
-                if market is None or (type(market) is int and not _INT_MIN <= market < _INT_END):
+                market = default if msg.event_id is msgspec.UNSET else base.fast_id(msg.event_id)
+                if market is None:
                     raise ValueError  # no event id at all, or one the checked path's parser reads as a float
                 values = self._chart_values(msg)
             except ValueError:  # msgspec's errors, a bad time, or what the checked path rejects
                 slow(i)
                 continue
-            if type(market) is int:
-                market = str(market)
             for outcome, ts, p in values:
                 if ts is not None:
                     key = f"{market}|{outcome}|{ts}|{p!r}"
@@ -435,9 +433,6 @@ class _ChartPoint(msgspec.Struct, gc=False):
     timestamp: str | None = None
 
 
-# Integer ids outside [-2**63, 2**64) are floats to the checked path's parser (orjson), and rejected
-# there as too large to read exactly: left to it.
-_INT_MIN, _INT_END = -(2**63), 2**64
 _CHART_UPDATE = msgspec.json.Decoder(_ChartUpdate)
 _RATIO_DICT = msgspec.json.Decoder(dict[str, float])
 _POINT_LIST = msgspec.json.Decoder(list[_ChartPoint])

@@ -332,11 +332,11 @@ class Decoder:
                 continue
             event = msg.e
             if type(event) is int:
-                if not _INT_MIN <= event < _INT_END:
+                if not base.INT_ID_MIN <= event < base.INT_ID_END:
                     slow(i)
                     continue
                 event = str(event)
-            if any(type(item.o) is int and not _INT_MIN <= item.o < _INT_END for item in msg.d):
+            if any(type(item.o) is int and not base.INT_ID_MIN <= item.o < base.INT_ID_END for item in msg.d):
                 slow(i)
                 continue
             snapshot = type(msg) is _Snapshot
@@ -517,7 +517,7 @@ class Decoder:
                     slow(i)
                     continue
                 ts = round(ts)
-            if any(type(v) is int and not _INT_MIN <= v < _INT_END for v in (market, outcome, trade_id)):
+            if any(type(v) is int and not base.INT_ID_MIN <= v < base.INT_ID_END for v in (market, outcome, trade_id)):
                 slow(i)
                 continue
             if trade_id is not None:
@@ -618,8 +618,6 @@ class _Delta(msgspec.Struct, tag_field="t", tag="PRICES_DATA_DELTA", gc=False):
 # strings, bools and numbers beyond a double go the checked way (which accepts or rejects them).
 _PRICES = msgspec.json.Decoder(_Snapshot | _Delta)
 _NO_PRICES = {"c": None, "b": None, "a": None}
-# Integer ids outside [-2**63, 2**64) are floats to the checked path's parser (orjson): left to it.
-_INT_MIN, _INT_END = -(2**63), 2**64
 
 class _TradeData(msgspec.Struct, gc=False):
     id: str | int | None = None

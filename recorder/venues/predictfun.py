@@ -472,13 +472,9 @@ class _Books:
                 d = _BOOK.decode(d)
             except ValueError:
                 return None
-        market = d.marketId
-        if market is msgspec.UNSET:
-            market = param
-        elif type(market) is int:
-            if not _INT_MIN <= market < _INT_END:
-                return None
-            market = str(market)
+        market = param if d.marketId is msgspec.UNSET else base.fast_id(d.marketId)
+        if market is None:
+            return None
         ts = d.updateTimestampMs
         if ts is not None:
             ts = ts * 1000
@@ -488,17 +484,10 @@ class _Books:
         s = d.lastOrderSettled
         sid = trade_market = None
         if s is not None:
-            sid, trade_market = s.id, s.marketId
-            if type(sid) is int:
-                if not _INT_MIN <= sid < _INT_END:
-                    return None
-                sid = str(sid)
-            if trade_market is msgspec.UNSET:
-                trade_market = market
-            elif type(trade_market) is int:
-                if not _INT_MIN <= trade_market < _INT_END:
-                    return None
-                trade_market = str(trade_market)
+            sid = base.fast_id(s.id)
+            trade_market = market if s.marketId is msgspec.UNSET else base.fast_id(s.marketId)
+            if sid is None or trade_market is None:
+                return None
         j = len(self.markets)
         self.markets.append(sys.intern(market))
         self.stamps.append(ts)
@@ -554,9 +543,6 @@ _BOOK = msgspec.json.Decoder(_BookData)
 _CHANCE = msgspec.json.Decoder(_ChanceData)
 _ORIGINS = {"polymarketChance": "polymarket", "kalshiChance": "kalshi"}
 _MAX_US = 2**63 - 1  # timeutil.MAX_US
-# Integer ids outside [-2**63, 2**64) are floats to the checked path's parser (orjson), and rejected
-# there as too large to read exactly: left to it.
-_INT_MIN, _INT_END = -(2**63), 2**64
 
 
 def _tuples(value):
