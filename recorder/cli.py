@@ -258,10 +258,14 @@ def cmd_prometheus(args) -> int:
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
+    from importlib.util import find_spec
+
     try:
-        return version("recorder")
+        v = version("recorder")
     except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown (not installed)"
+        v = "unknown (not installed)"
+    # setup.py builds it where a C compiler is found; without it books are read in Python (slower)
+    return f"{v} (compiled book reader: {'built' if find_spec('recorder._speedups') else 'not built'})"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -183,6 +183,11 @@ class Columns:
             raise ValueError(f"{self.table}: the varying columns are {tuple(varying)}, got {names}")
         return tuple(self.cols[n].append for n in names)
 
+    def extenders(self, *names: str) -> tuple:
+        """The `extend` methods of the named columns (as appenders(): for a decoder that adds a
+        run's rows a column at a time)."""
+        return tuple(append.__self__.extend for append in self.appenders(*names))
+
     def levels(self, name: str) -> _Levels:
         """A level column's buffer: its `extend` adds the levels of as many rows as the other
         columns got values for (before the buffer is read or sealed: at the end of the run)."""

@@ -121,33 +121,45 @@ pushes = st.one_of(
         '{"type":"M","topic":"predictOrderbook/1","data":{"bids":[[0.5,1]]},"type":"R"}']))
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.lists(pushes, min_size=1, max_size=6), min_size=1, max_size=4))
-def test_predictfun_run_decoder_equals_decoding_frame_by_frame(tmp_path_factory, runs):
+@given(runs=st.lists(st.lists(pushes, min_size=1, max_size=6), min_size=1, max_size=4))
+def test_predictfun_run_decoder_equals_decoding_frame_by_frame(tmp_path_factory, compiled, runs):
     """predict.fun books, settlements and relayed chances: decode_run gives exactly the tables,
-    counts, rejects and dedupe windows that decode() frame by frame gives."""
-    make = lambda: _every_run(predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/123",))))  # noqa: E731
+    counts, rejects and dedupe windows that decode() frame by frame gives, with the Python first
+    pass (msgspec and levels.RunLevels) and with the compiled reader (recorder/_speedups.c)."""
+    make = lambda: _every_run(predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/123",))),  # noqa: E731
+                              compiled)
     assert_same(tmp_path_factory, make, runs, "predictfun")
 
 
-def _every_run(decoder):
-    """The run-at-a-time path for runs of any length (short ones go frame by frame by default)."""
+def _every_run(decoder, compiled: bool = False):
+    """The run-at-a-time path for runs of any length (short ones go frame by frame by default), by
+    the compiled reader or the Python first pass."""
     decoder.small_run = 0
+    if compiled:
+        assert decoder.compiled, "recorder._speedups is not built (a C compiler and Python's headers are needed)"
+    decoder.compiled = compiled
     return decoder
 
 
 def test_short_predictfun_runs_go_frame_by_frame_and_long_ones_at_once():
-    """A run shorter than SMALL_RUN is decoded frame by frame (slow(i) for each, in order): reading
-    a run's levels at once has a fixed cost a one-frame run would pay alone; a longer run is not."""
+    """Without the compiled reader, a run shorter than SMALL_RUN is decoded frame by frame (slow(i)
+    for each, in order): reading a run's levels at once has a fixed cost a one-frame run would pay
+    alone; a longer run is not. The compiled reader takes every run whole."""
     from bench.sender import payloads
     from recorder.venues.base import FrameMeta
 
     texts = [p.decode() for p in payloads("books", predictfun.SMALL_RUN)]
-    for run, expect_slow in ((texts[:1], [0]), (texts[:-1], list(range(len(texts) - 1))), (texts, [])):
-        decoder, slow = predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/123",))), []
-        meta = FrameMeta(venue="predictfun", feed="f", conn_id="c", seq=1, ts_recv=TS)
-        decoder.decode_run(run, meta, Buffers(), slow.append)
-        assert slow == expect_slow
+    for compiled in (False, True):
+        for run, expect_slow in ((texts[:1], [0]), (texts[:-1], list(range(len(texts) - 1))), (texts, [])):
+            decoder, slow = predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/123",))), []
+            assert decoder.compiled, "recorder._speedups is not built"
+            decoder.compiled = compiled
+            meta = FrameMeta(venue="predictfun", feed="f", conn_id="c", seq=1, ts_recv=TS)
+            decoder.decode_run(run, meta, Buffers(), slow.append)
+            # The compiled reader has no such fixed cost: it takes runs of any length.
+            assert slow == ([] if compiled else expect_slow)
 
 
 # --- InTots trades -------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from test_daemon import write_config
 
 pytestmark = pytest.mark.timeout(300)
 BUILD_IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
-                                      ".hypothesis", "data", "demo-data", "bench-out", "node_modules")
+                                      ".hypothesis", "data", "demo-data", "bench-out", "node_modules", "*.so")
 
 
 def _env() -> dict[str, str]:
@@ -70,6 +70,23 @@ def test_the_wheel_carries_every_package_and_file_the_recorder_reads(installed, 
     assert all((site / p / "__init__.py").is_file() for p in source_packages), source_packages
     version = run(installed, "--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("recorder ")
+    assert "(compiled book reader: built)" in version.stdout, version.stdout
+
+
+def test_the_wheel_carries_the_compiled_book_reader_and_the_recorder_uses_it(installed, tmp_path):
+    """The wheel is built with recorder/_speedups.c (setup.py), installed outside the clone, and the
+    predict.fun decoder reads books with it: the bench payloads go through it whole, with the
+    values the checked path reads."""
+    code = ("import json, recorder._speedups as s; from recorder.venues import predictfun as p; "
+            "d = p.make_decoder(p.FeedSpec(topics=('predictOrderbook/1',))); "
+            "t = ['{\"type\":\"M\",\"topic\":\"predictOrderbook/7\",\"data\":{\"bids\":[[0.5,10]],\"asks\":[[0.6,2.5]]}}']; "
+            "r = s.predictfun_books(t); "
+            "print(json.dumps({'file': s.__file__, 'compiled': d.compiled, 'declined': r[1], 'markets': r[3], "
+            "'best': [r[10][0], r[11][0]]}))")
+    out = json.loads(subprocess.run([str(installed / "python"), "-c", code], capture_output=True, text=True, check=True,
+                                    cwd=tmp_path, env=_env(), timeout=60).stdout)
+    assert not Path(out["file"]).resolve().is_relative_to(ROOT) and out["file"].endswith(".so")
+    assert out == {**out, "compiled": True, "declined": [], "markets": ["7"], "best": [0.5, 0.6]}
 
 
 def test_demo_from_the_installed_command(installed, tmp_path):

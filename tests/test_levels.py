@@ -25,6 +25,7 @@ TS = 1_760_000_000_000_000
 def _decoder():
     decoder = predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/123",)))
     decoder.small_run = 0  # the run-at-a-time path for runs of any length
+    decoder.compiled = False  # levels.RunLevels (the compiled reader: tests/test_speedups.py)
     return decoder
 
 

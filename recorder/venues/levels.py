@@ -108,7 +108,7 @@ class RunLevels:
     whose row is recorded (or sets `kept_flags[j]`); `kept()` gives their levels as flat arrays,
     for the column buffers."""
 
-    __slots__ = ("ok", "bids", "asks", "best_bid", "best_ask", "hash", "kept_flags",
+    __slots__ = ("ok", "bids", "asks", "best_bid", "best_ask", "hash", "keys", "kept_flags",
                  "_books", "_values", "_nb", "_na")
 
     def __init__(self, sides: list) -> None:
@@ -188,3 +188,38 @@ class RunLevels:
             sides[first::2] = keep
             out += [counts[keep].astype(np.int32), self._values[np.repeat(sides, side_lengths)]]
         return out[0], out[1], out[2], out[3]
+
+
+class FlatLevels:
+    """The levels of a run's books as the compiled reader gives them (recorder/_speedups.c): the
+    RunLevels interface the decoder reads (`ok`, `bids`, `asks`, `best_bid`, `best_ask`,
+    `kept_flags`, `kept()`) with `keys`, each book's dedupe key, and `depth`, made by the reader.
+    Every book is ok (the reader declines the others); a side without levels has the best price
+    None. The values come as two float64 buffers: every book's bids one after another, and every
+    book's asks."""
+
+    __slots__ = ("ok", "bids", "asks", "best_bid", "best_ask", "depth", "keys", "kept_flags", "_bid_values",
+                 "_ask_values")
+
+    def __init__(self, bids: list[int], asks: list[int], best_bid: list, best_ask: list, depth: list[int],
+                 keys: list, bid_values: bytes, ask_values: bytes) -> None:
+        n = len(bids)
+        self.ok = [True] * n
+        self.bids, self.asks, self.best_bid, self.best_ask, self.depth = bids, asks, best_bid, best_ask, depth
+        self.keys = keys
+        self.kept_flags = [False] * n
+        self._bid_values, self._ask_values = bid_values, ask_values
+
+    def kept(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """As RunLevels.kept()."""
+        flags = self.kept_flags
+        bid_values = np.frombuffer(self._bid_values, np.float64)
+        ask_values = np.frombuffer(self._ask_values, np.float64)
+        if all(flags):  # nearly every run: no book seen before
+            return (np.array(self.bids, np.int32), bid_values, np.array(self.asks, np.int32), ask_values)
+        if not any(flags):
+            return None
+        keep = np.array(flags, bool)
+        nb, na = np.array(self.bids, np.int64), np.array(self.asks, np.int64)
+        return (nb[keep].astype(np.int32), bid_values[np.repeat(keep, 2 * nb)],
+                na[keep].astype(np.int32), ask_values[np.repeat(keep, 2 * na)])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from itertools import compress, repeat
 from typing import Literal
 
 import attrs
@@ -25,6 +26,11 @@ from ..errors import ConfigError
 from ..records import Account, Book, Chance, Price, Record, Trade
 from ..timeutil import ms_to_us
 from . import base, levels
+
+try:  # the compiled book reader (setup.py); built wherever a C compiler is found
+    from .. import _speedups
+except ImportError:
+    _speedups = None
 from .base import NOTHING, Bounded, Control, FrameMeta, UnknownMessage
 
 VENUE = "predictfun"
@@ -163,6 +169,8 @@ class Decoder:
         # Reading a run's levels at once costs ~0.1-0.2 ms whatever the run's size: a shorter run (a
         # feed at a venue's everyday pace delivers one frame at a time) is cheaper frame by frame.
         self.small_run = SMALL_RUN
+        # The compiled reader takes runs of any length (its fixed cost is a few microseconds).
+        self.compiled = _speedups is not None and compiled_reader_ok()
 
     def state(self) -> dict:
         return {"seen": self.seen.items(), "settled": self.settled.items()}
@@ -173,7 +181,18 @@ class Decoder:
         column, the books' levels read for the whole run at once into flat arrays (levels.py);
         anything else, malformed frames included, goes to slow(i), in order, before any state is
         touched. Rows, values and dedupe windows are exactly what decode() gives
-        (tests/test_fastpaths.py)."""
+        (tests/test_fastpaths.py). With the compiled reader (recorder/_speedups.c), the books are
+        read by it instead of msgspec and levels.RunLevels."""
+        if self.compiled:
+            run = self._compiled_first_pass(texts)
+            if run is not None:
+                items, books, lv, only_books = run
+                second = _Run(self, meta, buffers)
+                if only_books:
+                    rows = second.apply_books(books, lv)
+                    if rows is not None:
+                        return rows
+                return second.apply(items, books, lv, slow)
         if len(texts) < self.small_run:
             for i in range(len(texts)):
                 slow(i)
@@ -197,7 +216,35 @@ class Decoder:
                 items.append((param, msg.data, _ORIGINS[name]))
             else:
                 items.append(None)
-        return _Run(self, meta, buffers).apply(items, books, slow)
+        lv = None
+        if books.sides:
+            lv = levels.RunLevels(books.sides)
+            lv.keys = [("book", m, t, k, h) for m, t, k, h in zip(books.markets, books.stamps, lv.bids, lv.hash)]
+        return _Run(self, meta, buffers).apply(items, books, lv, slow)
+
+    def _compiled_first_pass(self, texts: list[str]) -> tuple | None:
+        """decode_run's first pass by the compiled reader: (items, books, levels) as the Python
+        first pass gives them, and whether every frame is a book it took; or None when the reader
+        declined a book (one it does not take whole, such as levels sent as strings): then the
+        whole run goes the Python way."""
+        (items, declined, keys, markets, stamps, settles, sids, trade_markets, bid_counts, ask_counts, best_bids,
+         best_asks, depths, bid_values, ask_values) = _speedups.predictfun_books(texts)
+        for i in declined:  # not a plain book push: a relayed chance, something else, or malformed
+            try:
+                msg = _PUSH.decode(texts[i])
+            except ValueError:
+                continue  # items[i] is None: the checked path
+            name, _, param = msg.topic.partition("/")
+            if name == "predictOrderbook":
+                return None
+            if name in _ORIGINS:
+                items[i] = (param, msg.data, _ORIGINS[name])
+        books = _Books()
+        books.markets, books.stamps, books.settles, books.sids, books.trade_markets = (
+            markets, stamps, settles, sids, trade_markets)
+        lv = levels.FlatLevels(bid_counts, ask_counts, best_bids, best_asks, depths, keys, bid_values, ask_values) \
+            if markets else None
+        return items, books, lv, not declined
 
     def restore(self, state: dict) -> None:
         # Book keys of checkpoints written before levels.py were ("book", market, ts, hash of the
@@ -324,13 +371,13 @@ class _Run:
     def _consts(self, *more) -> tuple:
         return (("feed", self.meta.feed), ("conn_id", self.meta.conn_id)) + more
 
-    def apply(self, items: list, books: "_Books", slow) -> int:
+    def apply(self, items: list, books: "_Books", lv, slow) -> int:
         """decode_run's second pass, frame by frame in order: the checked path (slow), a book (its
-        index in `books`) or a chance; then the kept books' levels into the level columns. (One
+        index in `books`, its levels in `lv`: levels.RunLevels or FlatLevels, with `keys`, the
+        books' dedupe keys) or a chance; then the kept books' levels into the level columns. (One
         loop with the book case written out: it runs for every push.)"""
-        lv = levels.RunLevels(books.sides) if books.sides else None
         if lv is not None:
-            ok, nbs, nas, hashes, kept = lv.ok, lv.bids, lv.asks, lv.hash, lv.kept_flags
+            ok, nbs, nas, keys, kept = lv.ok, lv.bids, lv.asks, lv.keys, lv.kept_flags
             bbs, bas = lv.best_bid, lv.best_ask
         markets, stamps, settles, sids = books.markets, books.stamps, books.settles, books.sids
         dec = self.decoder
@@ -353,7 +400,7 @@ class _Run:
             new_trade = False
             if s is not None and sids[j] not in settled:
                 new_trade = True
-                price = s.price  # the checked path reads the price of a new settlement only
+                price = s[2]  # the checked path reads the price of a new settlement only
                 if type(price) is str:
                     try:
                         price = float(price)
@@ -364,7 +411,7 @@ class _Run:
                     slow(i)
                     continue
             nb, na = nbs[j], nas[j]
-            if seen_add(("book", markets[j], stamps[j], nb, hashes[j])):
+            if seen_add(keys[j]):
                 if appends is None:
                     appends = a_ts, a_recv, a_seq, a_market, a_bb, a_ba, a_depth = self._book_appenders()
                 a_ts(stamps[j])
@@ -384,11 +431,56 @@ class _Run:
             self.add_levels(lv)
         return self.rows
 
-    def _book_appenders(self) -> tuple:
+    def apply_books(self, books: "_Books", lv: levels.FlatLevels) -> int | None:
+        """apply() for a run of nothing but books the compiled reader took (nearly every run of a
+        book feed): the same rows and state, a column at a time. None, with nothing done, if a new
+        settlement's price is not a finite number: apply() sends that frame the checked way."""
+        dec = self.decoder
+        settled = dec.settled
+        settles, sids = books.settles, books.sids
+        trades = []  # (book, price) of the new settlements, in order
+        fresh: set = set()
+        for j, sid in enumerate(sids):
+            if sid is None or sid in fresh or sid in settled:
+                continue
+            price = settles[j][2]  # the checked path reads the price of a new settlement only
+            if type(price) is str:
+                try:
+                    price = float(price)
+                except ValueError:
+                    return None
+            if price is not None and not math.isfinite(price):
+                return None
+            fresh.add(sid)
+            trades.append((j, price))
+        kept = dec.seen.add_many(lv.keys)
+        lv.kept_flags = kept
+        first, n = self.first, len(kept)
+        rows = kept.count(True)
+        if rows:
+            extend = self._book_extenders()
+            columns = (books.stamps, repeat(self.meta.ts_recv, n), range(first, first + n), books.markets,
+                       lv.best_bid, lv.best_ask, lv.depth)
+            for add, values in zip(extend, columns):
+                add(values if rows == n else compress(values, kept))
+            self.add_levels(lv)
+        self.rows += rows
+        for j, price in trades:
+            settled.add(sids[j])
+            self._trade(first + j, books.trade_markets[j], settles[j], price, sids[j])
+        return self.rows
+
+    def _book_columns(self):
         cols = self.buffers.columns("book", self.meta.venue, self._consts(("outcome", "Yes"), ("last", None)),
                                     "ts_event", nullable=("ts_event", "best_bid", "best_ask"))
         self._levels = (cols.levels("bids"), cols.levels("asks"))
-        return cols.appenders("ts_event", "ts_recv", "seq", "market", "best_bid", "best_ask", "depth")
+        return cols
+
+    def _book_appenders(self) -> tuple:
+        return self._book_columns().appenders("ts_event", "ts_recv", "seq", "market", "best_bid", "best_ask", "depth")
+
+    def _book_extenders(self) -> tuple:
+        return self._book_columns().extenders("ts_event", "ts_recv", "seq", "market", "best_bid", "best_ask", "depth")
 
     def add_levels(self, lv: levels.RunLevels) -> None:
         """The kept books' levels into the book buffer's level columns (at the end of the run)."""
@@ -399,7 +491,7 @@ class _Run:
             bids.extend(bid_counts, bid_values)
             asks.extend(ask_counts, ask_values)
 
-    def _trade(self, seq: int, market: str, s: "_Settled", price: float | None, trade_id: str) -> None:
+    def _trade(self, seq: int, market: str, s: tuple, price: float | None, trade_id: str) -> None:
         if self._trades is None:
             cols = self.buffers.columns(
                 "trades", self.meta.venue,
@@ -411,8 +503,8 @@ class _Run:
         a_recv(self.meta.ts_recv)
         a_seq(seq)
         a_market(market)
-        a_outcome(base.canonical_outcome(s.outcome))
-        a_side(s.side)
+        a_outcome(base.canonical_outcome(s[0]))
+        a_side(s[1])
         a_price(price)
         a_id(trade_id)
         self.rows += 1
@@ -461,7 +553,7 @@ class _Books:
     def __init__(self) -> None:
         self.markets: list[str] = []
         self.stamps: list[int | None] = []  # ts_event, microseconds
-        self.settles: list[_Settled | None] = []
+        self.settles: list[tuple | None] = []  # the settled order's (outcome, side, price)
         self.sids: list[str | None] = []  # the settlement's id
         self.trade_markets: list[str | None] = []  # the settlement's market
         self.sides: list = []  # bids, asks, bids, asks...
@@ -491,7 +583,7 @@ class _Books:
         j = len(self.markets)
         self.markets.append(sys.intern(market))
         self.stamps.append(ts)
-        self.settles.append(s)
+        self.settles.append(None if s is None else (s.outcome, s.side, s.price))
         self.sids.append(sid)
         self.trade_markets.append(trade_market)
         self.sides += (d.bids, d.asks)
@@ -557,6 +649,20 @@ _HANDLERS = {
     "assetPriceUpdate": Decoder._price,
     WALLET: Decoder._wallet,
 }
+
+
+_compiled_ok: bool | None = None
+
+
+def compiled_reader_ok() -> bool:
+    """The compiled reader is built and computes the content hash as this Python does (Python's
+    tuple and float hashes, which it repeats in C): checked once, on values of every kind."""
+    global _compiled_ok
+    if _compiled_ok is None:
+        values = [0.5, 1.0, 0.01, 123.25, 1e-300, 5e-324, 1.7976931348623157e308, -2.5, 3.0, 1e22, 0.1]
+        _compiled_ok = _speedups is not None and all(
+            _speedups.levels_hash(values[:k]) == hash(tuple(values[:k])) for k in range(len(values) + 1))
+    return _compiled_ok
 
 
 def make_decoder(spec: FeedSpec) -> Decoder:
