@@ -22,6 +22,7 @@ os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # as the `recorder
 
 import trio  # noqa: E402
 
+from bench.sender import BOOKS_MARKETS, REALISTIC_MARKETS  # noqa: E402
 from recorder import config as cfgmod  # noqa: E402
 from recorder.errors import ConnectionClosed  # noqa: E402
 from recorder.supervisor import run_recorder, tune_process  # noqa: E402
@@ -58,7 +59,15 @@ def feed_for(mix: str, url: str, transport: str) -> dict:
                 "subscriptions": [{"event": "evt-1", "outcomes": ["evt-1-yes"]}], **common}
     if mix == "trades":
         return {"name": "bench", "venue": "intots", "stream": "trades", **common}
-    return {"name": "bench", "venue": "predictfun", "topics": ["predictOrderbook/123"], **common}  # book, books, realistic
+    # predict.fun: the topics the mix sends (a venue sends only what was subscribed; subscribed to
+    # one topic, the feed would search every frame for the topic it never gets: stale detection)
+    if mix == "books":
+        topics = [f"predictOrderbook/{m}" for m in BOOKS_MARKETS]
+    elif mix == "realistic":
+        topics = [f"{t}/{m}" for m in REALISTIC_MARKETS for t in ("predictOrderbook", "polymarketChance", "kalshiChance")]
+    else:
+        topics = ["predictOrderbook/123"]
+    return {"name": "bench", "venue": "predictfun", "topics": topics, **common}
 
 
 async def recorder(url: str, transport: str, mix: str, frames: int, root: Path, storage: dict,

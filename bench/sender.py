@@ -19,6 +19,8 @@ GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 MIXES = ("small", "book", "books", "trades", "realistic", "aggtrade")
+BOOKS_MARKETS = range(1000, 1200)  # the markets of the books mix (bench/client.py subscribes to them)
+REALISTIC_MARKETS = range(2000, 3000)
 
 
 def _book(i: int, market: int, levels: int) -> dict:
@@ -53,7 +55,7 @@ def _realistic(i: int) -> dict:
     """The shape of a busy predict.fun connection: 1,000 outcomes (markets) each with a book and
     Polymarket / Kalshi chances; two book pushes for every chance point, settled orders (trades)
     carried on the books."""
-    market = 2000 + (i * 7) % 1000
+    market = REALISTIC_MARKETS[(i * 7) % len(REALISTIC_MARKETS)]
     if i % 3 == 2:
         origin = "polymarketChance" if i % 2 else "kalshiChance"
         return {"type": "M", "topic": f"{origin}/{market}",
@@ -78,7 +80,7 @@ def payloads(mix: str, n: int = 100_000) -> list[bytes]:
                 "version": 1, "orderCount": 20, "lastOrderSettled": {"id": str(1000 + i // 10), "kind": "LIMIT", "marketId": 123,
                                                                      "outcome": "No", "price": "0.80", "side": "Bid"}}}
         elif mix == "books":  # predict.fun books over 200 markets, 8 levels a side, ~500 bytes
-            msg = _book(i, 1000 + i % 200, 8)
+            msg = _book(i, BOOKS_MARKETS[i % len(BOOKS_MARKETS)], 8)
         elif mix == "trades":
             msg = _trade(i)
         elif mix == "aggtrade":

@@ -445,10 +445,39 @@ static int vec_push(Vec *b, double x) {
 #define XXROTATE(x) ((x << 13) | (x >> 19))
 #endif
 
+#if SIZEOF_PY_UHASH_T > 4 && defined(PyHASH_BITS) && PyHASH_BITS == 61
+/* Python's hash of a finite float (Python/pyhash.c: the value modulo 2**61 - 1), from its bits:
+ * v = mant * 2**e exactly, and 2**61 = 1 modulo 2**61 - 1, so multiplying by 2**e is a rotation
+ * of the 61-bit residue. The decoder checks it against Python's own before it uses the reader. */
+static inline Py_uhash_t float_hash(double v) {
+    const uint64_t P = ((uint64_t)1 << 61) - 1;
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof(bits));
+    uint64_t mant = bits & (((uint64_t)1 << 52) - 1);
+    int bexp = (int)((bits >> 52) & 0x7FF), e;
+    if (bexp == 0) {
+        if (mant == 0) return 0; /* +-0.0 */
+        e = -1074;
+    } else {
+        mant |= (uint64_t)1 << 52;
+        e = bexp - 1075;
+    }
+    int r = e % 61;
+    if (r < 0) r += 61;
+    uint64_t x = r ? (((mant << r) & P) | (mant >> (61 - r))) : mant;
+    if (bits >> 63) x = (uint64_t)0 - x;
+    if (x == (uint64_t)-1) x = (uint64_t)-2;
+    return (Py_uhash_t)x;
+}
+#define FLOAT_HASH(v) float_hash(v)
+#elif PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030D0000
+#define FLOAT_HASH(v) ((Py_uhash_t)_Py_HashDouble(NULL, (v))) /* finite: the object is never read */
+#endif
+
 static inline int hash_values(const double *v, Py_ssize_t n, Py_uhash_t *acc) {
     for (Py_ssize_t k = 0; k < n; k++) {
-#if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030D0000
-        Py_uhash_t lane = (Py_uhash_t)_Py_HashDouble(NULL, v[k]); /* finite: the object is never read */
+#ifdef FLOAT_HASH
+        Py_uhash_t lane = FLOAT_HASH(v[k]);
 #else
         PyObject *f = PyFloat_FromDouble(v[k]);
         if (f == NULL) return -1;
@@ -652,7 +681,10 @@ static int one_book(Out *o, const char *text, Py_ssize_t size) {
                 price = read_number(pv, &x) ? PyFloat_FromDouble(x) : NULL;
             }
         }
-        if (price != NULL) settle = PyTuple_Pack(3, outcome, side, price);
+        if (price != NULL) {
+            settle = PyTuple_Pack(3, outcome, side, price);
+            if (settle != NULL) PyObject_GC_UnTrack(settle);
+        }
         Py_XDECREF(outcome);
         Py_XDECREF(side);
         Py_XDECREF(price);
@@ -675,6 +707,7 @@ static int one_book(Out *o, const char *text, Py_ssize_t size) {
         Py_ssize_t j = PyList_GET_SIZE(o->markets);
         PyObject *key = Py_BuildValue("(OOOnN)", o->book, market, stamp, b.nb, PyLong_FromSsize_t(hash_finish(acc, kb + ka)));
         if (key == NULL) goto error;
+        PyObject_GC_UnTrack(key); /* strings and numbers only: never in a cycle, never worth a GC pass */
         PyObject *best_bid = b.nb ? PyFloat_FromDouble(o->bid_values.v[bid_mark]) : (Py_INCREF(Py_None), Py_None);
         PyObject *best_ask = b.na ? PyFloat_FromDouble(o->ask_values.v[ask_mark]) : (Py_INCREF(Py_None), Py_None);
         if (append_steal(o->keys, key) < 0 || PyList_Append(o->markets, market) < 0 ||
@@ -794,11 +827,69 @@ static PyObject *levels_hash(PyObject *self, PyObject *values) {
     return PyLong_FromSsize_t(hash_finish(acc, n));
 }
 
+/* base.Bounded.add_many's loop: add_new() of each key in order over the two generations (dicts);
+ * returns (what each add_new returned, previous, current) with the generations it ends with. */
+static PyObject *bounded_add_many(PyObject *self, PyObject *args) {
+    PyObject *previous, *current, *keys;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "O!O!nO!", &PyDict_Type, &previous, &PyDict_Type, &current, &size, &PyList_Type, &keys))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    Py_INCREF(previous);
+    Py_INCREF(current);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+#if PY_VERSION_HEX < 0x030D0000
+        Py_hash_t h = PyObject_Hash(key); /* once for both dicts (a tuple does not keep its hash) */
+        if (h == -1) goto error;
+        int r = _PyDict_Contains_KnownHash(previous, key, h);
+#else
+        int r = PyDict_Contains(previous, key);
+#endif
+        if (r < 0) goto error;
+        PyObject *added = Py_False;
+        if (!r) {
+            Py_ssize_t before = PyDict_GET_SIZE(current);
+#if PY_VERSION_HEX < 0x030D0000
+            if (_PyDict_SetItem_KnownHash(current, key, Py_None, h) < 0) goto error;
+#else
+            if (PyDict_SetDefault(current, key, Py_None) == NULL) goto error;
+#endif
+            /* setdefault: an existing key keeps its value; the size tells whether it was new */
+            if (PyDict_GET_SIZE(current) != before) {
+                added = Py_True;
+                if (before + 1 >= size) {
+                    Py_DECREF(previous);
+                    previous = current;
+                    current = PyDict_New();
+                    if (current == NULL) {
+                        current = previous;
+                        Py_INCREF(current);
+                        goto error;
+                    }
+                }
+            }
+        }
+        Py_INCREF(added);
+        PyList_SET_ITEM(out, i, added);
+    }
+    return Py_BuildValue("(NNN)", out, previous, current);
+error:
+    Py_DECREF(out);
+    Py_DECREF(previous);
+    Py_DECREF(current);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"predictfun_books", predictfun_books, METH_O,
      "predictfun_books(texts) -> (items, declined, keys, markets, stamps, settles, sids, trade_markets, "
      "bid_counts, ask_counts, best_bids, best_asks, depths, bid_values, ask_values)"},
     {"levels_hash", levels_hash, METH_O, "levels_hash(values) -> Python's hash of tuple(values)"},
+    {"bounded_add_many", bounded_add_many, METH_VARARGS,
+     "bounded_add_many(previous, current, size, keys) -> (added flags, previous, current)"},
     {NULL, NULL, 0, NULL},
 };
 

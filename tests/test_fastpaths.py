@@ -143,6 +143,28 @@ def _every_run(decoder, compiled: bool = False):
     return decoder
 
 
+CONTROL_FRAMES = [
+    '{"type":"M","topic":"heartbeat","data":1736696400000}', '{"type": "M", "topic": "heartbeat", "data": 1}',
+    '{"type":"M","topic":"system","data":{"event":"reconnect","reason":"deploy"}}',
+    '{"type":"R","requestId":1,"success":true,"data":null}', '{"type": "R", "requestId": 2, "success": false}',
+    '{"type":"\\u0052","requestId":1,"success":true}', '{"type":"M","topic":"heart\\u0062eat","data":1}',
+    '{"type":"R","requestId":1,"success":false,"error":{"code":"invalid_credentials"}}']
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.one_of(pushes, st.sampled_from(CONTROL_FRAMES)), min_size=1, max_size=8))
+def test_predictfun_quiet_runs_need_no_control_side(texts):
+    """Protocol.quiet(run) is True only when on_frame() would do nothing for every frame of it (the
+    feed then skips on_frame for the run); runs of plain pushes are quiet."""
+    protocol = predictfun.make_protocol(predictfun.FeedSpec(topics=("predictOrderbook/1",)), (), "ws://x")
+    protocol.on_open(0.0)
+    if protocol.quiet(texts):
+        assert all(protocol.on_frame(t) is predictfun.NOTHING for t in texts)
+    if not any(t in CONTROL_FRAMES for t in texts) and all("\\u" not in t for t in texts):
+        assert protocol.quiet(texts) or any("heartbeat" in t or "system" in t or '"R"' in t for t in texts)
+    assert not protocol.quiet(texts + [CONTROL_FRAMES[0]])
+
+
 def test_short_predictfun_runs_go_frame_by_frame_and_long_ones_at_once():
     """Without the compiled reader, a run shorter than SMALL_RUN is decoded frame by frame (slow(i)
     for each, in order): reading a run's levels at once has a fixed cost a one-frame run would pay

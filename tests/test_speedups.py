@@ -215,3 +215,18 @@ def test_the_compiled_hash_is_pythons():
         values = [float(v) for v in values] + [0.0, 1.0, 5e-324, 1e308, 2.0**52, -2.0**63]
         assert _speedups.levels_hash(values) == hash(tuple(values))
     assert predictfun.compiled_reader_ok()
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.integers(1, 6), st.lists(st.lists(st.tuples(st.sampled_from(["book", "x"]), st.integers(0, 12)), max_size=12),
+                                   max_size=5))
+def test_bounded_add_many_is_add_new_in_order(size, batches):
+    """Bounded.add_many (its loop in C) answers and leaves both generations exactly as add_new()
+    of each key in order does, across generation changes."""
+    from recorder.venues.base import Bounded
+
+    many, one = Bounded(size), Bounded(size)
+    for keys in batches:
+        assert many.add_many(list(keys)) == [one.add_new(k) for k in keys]
+        assert (list(many._previous), list(many._current)) == (list(one._previous), list(one._current))
+        assert many.items() == one.items()

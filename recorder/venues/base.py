@@ -23,6 +23,11 @@ import attrs
 import orjson
 
 from ..errors import DecodeError
+
+try:  # the compiled hot paths (setup.py): Bounded.add_many's loop
+    from .. import _speedups
+except ImportError:
+    _speedups = None
 from ..records import Record, Row
 
 
@@ -252,7 +257,11 @@ class Bounded:
         return True
 
     def add_many(self, keys: list) -> list[bool]:
-        """add_new() of each key in order; what each returned."""
+        """add_new() of each key in order; what each returned (the loop in C where it is built)."""
+        if _speedups is not None:
+            out, self._previous, self._current = _speedups.bounded_add_many(self._previous, self._current, self._size,
+                                                                            keys)
+            return out
         out = []
         append = out.append
         previous, current, size = self._previous, self._current, self._size
@@ -352,7 +361,11 @@ class PointWindow:
         return True
 
     def add_many(self, keys: list) -> list[bool]:
-        """add_new() of each key in order; what each returned."""
+        """add_new() of each key in order; what each returned (the loop in C where it is built)."""
+        if _speedups is not None:
+            out, self._previous, self._current = _speedups.bounded_add_many(self._previous, self._current, self._size,
+                                                                            keys)
+            return out
         out = []
         append = out.append
         previous, current, size = self._previous, self._current, self._size

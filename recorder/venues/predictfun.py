@@ -126,6 +126,14 @@ class Protocol:
         topic = text[i + 9 : text.find('"', i + 9)]
         return None if topic in ("heartbeat", "system") else topic
 
+    @staticmethod
+    def quiet(texts: list[str]) -> bool:
+        """True if no frame of this run needs on_frame (the feed then skips it for the run): only
+        heartbeats, system notices and request responses ("R") do, and no frame mentions one (nor
+        a \\u escape, which could spell one)."""
+        run = "".join(texts)
+        return "heartbeat" not in run and "system" not in run and '"R"' not in run and "\\u" not in run
+
     def on_frame(self, text: str) -> Control:
         if (text.find('"M"', 0, 48) >= 0 and text.find('"heartbeat"', 0, 80) < 0
                 and text.find('"system"', 0, 80) < 0):
