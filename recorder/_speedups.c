@@ -122,7 +122,8 @@ static int scan_number(Cur *c, const char **start, double *out) {
             if (mant || *p != '0') digits++;
             if (digits > 15) exact = 0;
             mant = mant * 10 + (uint64_t)(*p - '0');
-            scale--;
+            if (scale > -100000) scale--;
+            else exact = 0;
             p++;
         }
     }
@@ -132,7 +133,11 @@ static int scan_number(Cur *c, const char **start, double *out) {
         if (p < end && (*p == '+' || *p == '-')) eneg = *p++ == '-';
         if (p >= end || *p < '0' || *p > '9') return 0;
         while (p < end && *p >= '0' && *p <= '9') {
-            if (ex < 100000) ex = ex * 10 + (*p - '0');
+            if (ex < 100000) {
+                ex = ex * 10 + (*p - '0');
+            } else {
+                exact = 0; /* an exponent beyond any double's: float() reads it (inf or 0) */
+            }
             p++;
         }
         scale += eneg ? -ex : ex;
@@ -362,7 +367,7 @@ static struct {
     Py_ssize_t len;
 } cache[CACHE_SLOTS];
 
-static PyObject *cached_string(const char *s, Py_ssize_t n) {
+static PyObject *cached_string(const char *s, Py_ssize_t n, int intern) {
     uint64_t h = 1469598103934665603ULL;
     for (Py_ssize_t k = 0; k < n; k++) h = (h ^ (unsigned char)s[k]) * 1099511628211ULL;
     size_t slot = (size_t)(h ^ (h >> 29)) & (CACHE_SLOTS - 1);
@@ -378,7 +383,7 @@ static PyObject *cached_string(const char *s, Py_ssize_t n) {
     }
     o = PyUnicode_DecodeUTF8(s, n, NULL);
     if (o == NULL) return NULL;
-    PyUnicode_InternInPlace(&o);
+    if (intern) PyUnicode_InternInPlace(&o); /* markets only, as the checked path does (sys.intern) */
     Py_XDECREF(cache[slot].str);
     Py_INCREF(o);
     cache[slot].str = o;
@@ -390,18 +395,18 @@ static PyObject *cached_string(const char *s, Py_ssize_t n) {
 /* An id as the checked path records it (base.text): a string without escapes as it is, a
  * non-negative integer of at most 19 digits as its text (below 2**64). NULL (no exception) if
  * declined. */
-static PyObject *read_id(Span v) {
+static PyObject *read_id(Span v, int intern) {
     const char *s;
     Py_ssize_t n;
     if (*v.start == '"') {
         if (!plain_string(v, &s, &n)) return NULL;
-        return cached_string(s, n);
+        return cached_string(s, n, intern);
     }
     Py_ssize_t len = v.end - v.start;
     if (len < 1 || len > 19) return NULL;
     for (Py_ssize_t k = 0; k < len; k++)
         if (v.start[k] < '0' || v.start[k] > '9') return NULL;
-    return cached_string(v.start, len);
+    return cached_string(v.start, len, intern);
 }
 
 /* A number value (not a string, bool or null): its double; 0 if not a number. */
@@ -594,10 +599,18 @@ static int data_member(void *ctx, int which, Cur *c) {
     }
 }
 
+static int is_book_topic(Span topic) {
+    const char *s;
+    Py_ssize_t n;
+    return plain_string(topic, &s, &n) && n >= TOPIC_LEN && memcmp(s, TOPIC, TOPIC_LEN) == 0 &&
+           (n == TOPIC_LEN || s[TOPIC_LEN] == '/');
+}
+
 static int top_member(void *ctx, int which, Cur *c) {
     Push *b = (Push *)ctx;
     if (which == 0) return span_at(c, &b->type);
     if (which == 1) return span_at(c, &b->topic);
+    if (b->topic.start != NULL && !is_book_topic(b->topic)) return 0; /* not a book: declined unread */
     b->has_data = 1;
     return each_member(c, DATA_KEYS, DATA_LENS, 5, data_member, b);
 }
@@ -616,7 +629,7 @@ static PyObject *opt_string(Span v) {
     const char *s;
     Py_ssize_t n;
     if (!plain_string(v, &s, &n)) return NULL;
-    return cached_string(s, n);
+    return cached_string(s, n, 0);
 }
 
 /* One frame: 1 taken (appended to the outputs), 0 declined, -1 error (exception set). */
@@ -636,8 +649,7 @@ static int one_book(Out *o, const char *text, Py_ssize_t size) {
     const char *s;
     Py_ssize_t n;
     if (b.type.start == NULL || !plain_string(b.type, &s, &n) || n != 1 || s[0] != 'M') goto declined;
-    if (b.topic.start == NULL || !plain_string(b.topic, &s, &n)) goto declined;
-    if (n < TOPIC_LEN || memcmp(s, TOPIC, TOPIC_LEN) != 0 || (n > TOPIC_LEN && s[TOPIC_LEN] != '/')) goto declined;
+    if (b.topic.start == NULL || !is_book_topic(b.topic) || !plain_string(b.topic, &s, &n)) goto declined;
     const char *param = n > TOPIC_LEN ? s + TOPIC_LEN + 1 : s + n;
     Py_ssize_t param_len = n > TOPIC_LEN ? n - TOPIC_LEN - 1 : 0;
     if (b.has_settled && b.settled[0].start == NULL) goto declined; /* no id: the checked path's message */
@@ -654,13 +666,13 @@ static int one_book(Out *o, const char *text, Py_ssize_t size) {
         if (stamp == NULL) goto error;
     }
     /* the market and the settled order */
-    market = b.market.start != NULL ? read_id(b.market) : cached_string(param, param_len);
+    market = b.market.start != NULL ? read_id(b.market, 1) : cached_string(param, param_len, 1);
     if (market == NULL) goto declined;
     if (b.has_settled) {
-        sid = read_id(b.settled[0]);
+        sid = read_id(b.settled[0], 0);
         if (sid == NULL) goto declined;
         if (b.settled[1].start != NULL) {
-            tmarket = read_id(b.settled[1]);
+            tmarket = read_id(b.settled[1], 0);
             if (tmarket == NULL) goto declined;
         } else {
             tmarket = market;
@@ -678,7 +690,8 @@ static int one_book(Out *o, const char *text, Py_ssize_t size) {
                 price = opt_string(pv);
             } else {
                 double x;
-                price = read_number(pv, &x) ? PyFloat_FromDouble(x) : NULL;
+                /* -0: +0.0 to the checked path's parser, an integer ("-0.0" is -0.0): left to it */
+                price = read_number(pv, &x) && !(x == 0.0 && signbit(x)) ? PyFloat_FromDouble(x) : NULL;
             }
         }
         if (price != NULL) {
@@ -708,13 +721,13 @@ static int one_book(Out *o, const char *text, Py_ssize_t size) {
         PyObject *key = Py_BuildValue("(OOOnN)", o->book, market, stamp, b.nb, PyLong_FromSsize_t(hash_finish(acc, kb + ka)));
         if (key == NULL) goto error;
         PyObject_GC_UnTrack(key); /* strings and numbers only: never in a cycle, never worth a GC pass */
-        PyObject *best_bid = b.nb ? PyFloat_FromDouble(o->bid_values.v[bid_mark]) : (Py_INCREF(Py_None), Py_None);
-        PyObject *best_ask = b.na ? PyFloat_FromDouble(o->ask_values.v[ask_mark]) : (Py_INCREF(Py_None), Py_None);
-        if (append_steal(o->keys, key) < 0 || PyList_Append(o->markets, market) < 0 ||
+        if (append_steal(o->keys, key) < 0 ||
+            append_steal(o->best_bid, b.nb ? PyFloat_FromDouble(o->bid_values.v[bid_mark]) : Py_NewRef(Py_None)) < 0 ||
+            append_steal(o->best_ask, b.na ? PyFloat_FromDouble(o->ask_values.v[ask_mark]) : Py_NewRef(Py_None)) < 0 ||
+            PyList_Append(o->markets, market) < 0 ||
             PyList_Append(o->stamps, stamp) < 0 || PyList_Append(o->settles, settle) < 0 ||
             PyList_Append(o->sids, sid) < 0 || PyList_Append(o->trade_markets, tmarket) < 0 ||
             append_steal(o->nb, PyLong_FromSsize_t(b.nb)) < 0 || append_steal(o->na, PyLong_FromSsize_t(b.na)) < 0 ||
-            append_steal(o->best_bid, best_bid) < 0 || append_steal(o->best_ask, best_ask) < 0 ||
             append_steal(o->depth, PyLong_FromSsize_t(b.nb + b.na)) < 0 ||
             append_steal(o->items, PyLong_FromSsize_t(j)) < 0)
             goto error;
@@ -726,7 +739,10 @@ static int one_book(Out *o, const char *text, Py_ssize_t size) {
     Py_DECREF(settle);
     return 1;
 declined:
-    PyErr_Clear(); /* a string that is not UTF-8 is declined, not an error */
+    if (PyErr_Occurred()) { /* a string that is not UTF-8 is declined; running out of memory is an error */
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) goto error;
+        PyErr_Clear();
+    }
     Py_XDECREF(market);
     Py_XDECREF(sid);
     Py_XDECREF(tmarket);

@@ -50,6 +50,7 @@ def assert_same(tmp_factory, make, runs, venue):
     fast = run_pipeline(tmp_factory.mktemp("p"), make, runs, by_runs=True, venue=venue)
     slow = run_pipeline(tmp_factory.mktemp("p"), make, runs, by_runs=False, venue=venue)
     assert fast[:5] == slow[:5]
+    assert repr(sorted(fast[0].items())) == repr(sorted(slow[0].items()))  # -0.0 is not 0.0 in a row
     for key, schemas in fast[5].items():  # what each path hands the writer has the table's schema
         assert all(s == schemas[0] for s in schemas + slow[5][key]), key
 
@@ -476,3 +477,25 @@ def _unmasked(data: bytes) -> list[tuple[int, bytes]]:
         out.append((data[i], payload))
         i += h + 4 + n
     return out
+
+
+def test_a_frame_nested_deeper_than_msgspec_recurses_is_decoded_as_frame_by_frame(tmp_path_factory):
+    """msgspec raises RecursionError (not a ValueError) on a frame nested ~1,000 deep: every run
+    decoder sends such a frame the checked way, which reads it (orjson goes to 1,024) or rejects it,
+    and the run goes on."""
+    deep = "[" * 1000 + "]" * 1000
+    cases = {
+        "predictfun": (lambda: _every_run(predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/1",)))),
+                       ['{"type":"M","topic":"predictOrderbook/1","data":{"bids":[[0.5,1]],"x":' + deep + '}}',
+                        '{"type":"M","topic":"kalshiChance/1","data":{"percentage":5,"x":' + deep + '}}']),
+        "outpoll": (lambda: outpoll.make_decoder(outpoll.FeedSpec(stream="chance", chance_subs=(("evt-1", ("evt-1-yes",)),))),
+                    ['{"t":"UPDATE_HISTORY","e":"evt-1","o":["evt-1-yes"],"d":{"t":1712160300,"p":0.5},"x":' + deep + '}']),
+        "outpoll ": (lambda: outpoll.make_decoder(outpoll.FeedSpec(stream="order_book", events=("ev",))),
+                     ['{"t":"BOOK","e":"ev","x":' + deep + '}']),
+        "intots": (lambda: intots.make_decoder(intots.FeedSpec(stream="trades")),
+                   ['{"type":"trade","trade":{"amount":5,"market":"m","x":' + deep + '}}']),
+        "intots ": (lambda: intots.make_decoder(intots.FeedSpec(stream="chart", event_id="e1")),
+                    ['{"type":"chart_update","ratios":[0.5,0.5],"x":' + deep + '}']),
+    }
+    for venue, (make, texts) in cases.items():
+        assert_same(tmp_path_factory, make, [texts + texts], venue.strip())

@@ -360,30 +360,6 @@ class PointWindow:
         self._other.add_new((st.market, st.outcome, t, p))
         return True
 
-    def add_many(self, keys: list) -> list[bool]:
-        """add_new() of each key in order; what each returned (the loop in C where it is built)."""
-        if _speedups is not None:
-            out, self._previous, self._current = _speedups.bounded_add_many(self._previous, self._current, self._size,
-                                                                            keys)
-            return out
-        out = []
-        append = out.append
-        previous, current, size = self._previous, self._current, self._size
-        for key in keys:
-            if key in previous:
-                append(False)
-                continue
-            n = len(current)
-            current.setdefault(key)
-            if len(current) == n:
-                append(False)
-                continue
-            append(True)
-            if n + 1 >= size:
-                self._previous = previous = current
-                self._current = current = {}
-        return out
-
     def add(self, key) -> None:
         self.add_new(key)
 

@@ -173,7 +173,7 @@ class Decoder:
         for i, text in enumerate(texts):
             try:
                 t = parse(text).trade
-            except ValueError:  # msgspec's DecodeError and ValidationError: not a well-formed live trade
+            except (ValueError, RecursionError):  # msgspec's DecodeError and ValidationError: not a well-formed live trade
                 slow(i)
                 continue
             amount = t.amount
@@ -211,7 +211,7 @@ class Decoder:
         for i, text in enumerate(texts):
             try:
                 msg = parse(text)
-            except ValueError:  # msgspec's DecodeError and ValidationError
+            except (ValueError, RecursionError):  # msgspec's DecodeError and ValidationError
                 slow(i)
                 continue
             symbol = default if msg.symbol is msgspec.UNSET else msg.symbol
@@ -247,7 +247,7 @@ class Decoder:
                 if market is None:
                     raise ValueError  # no event id at all, or one the checked path's parser reads as a float
                 values = self._chart_values(msg)
-            except ValueError:  # msgspec's errors, a bad time, or what the checked path rejects
+            except (ValueError, RecursionError):  # msgspec's errors, a bad time, or what the checked path rejects
                 slow(i)
                 continue
             for outcome, ts, p in values:

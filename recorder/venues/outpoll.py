@@ -327,7 +327,7 @@ class Decoder:
         for i, text in enumerate(texts):
             try:
                 msg = parse(text)
-            except ValueError:  # msgspec's DecodeError and ValidationError
+            except (ValueError, RecursionError):  # msgspec's DecodeError and ValidationError
                 slow(i)
                 continue
             event = msg.e
@@ -416,7 +416,7 @@ class Decoder:
         for i, text in enumerate(texts):
             try:
                 msg = parse(text)
-            except ValueError:  # msgspec's DecodeError and ValidationError: not a well-formed live point
+            except (ValueError, RecursionError):  # msgspec's DecodeError and ValidationError: not a well-formed live point
                 slow(i)
                 continue
             d = msg.d
@@ -504,7 +504,7 @@ class Decoder:
         for i, text in enumerate(texts):
             try:
                 msg = parse(text)
-            except ValueError:  # msgspec's DecodeError and ValidationError
+            except (ValueError, RecursionError):  # msgspec's DecodeError and ValidationError
                 slow(i)
                 continue
             d, market, outcome = msg.d, msg.e, msg.o

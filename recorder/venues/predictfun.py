@@ -214,7 +214,7 @@ class Decoder:
                 # Books are most of the traffic: when the topic near the start says so, the whole push
                 # is parsed in one go (the topic is checked again below, whatever the hint said).
                 msg = parse_book(text) if text.find(_BOOK_HINT, 0, 64) >= 0 else parse(text)
-            except ValueError:  # msgspec's DecodeError and ValidationError
+            except (ValueError, RecursionError):  # msgspec's DecodeError and ValidationError
                 items.append(None)
                 continue
             name, _, param = msg.topic.partition("/")
@@ -240,7 +240,7 @@ class Decoder:
         for i in declined:  # not a plain book push: a relayed chance, something else, or malformed
             try:
                 msg = _PUSH.decode(texts[i])
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue  # items[i] is None: the checked path
             name, _, param = msg.topic.partition("/")
             if name == "predictOrderbook":
@@ -442,7 +442,8 @@ class _Run:
     def apply_books(self, books: "_Books", lv: levels.FlatLevels) -> int | None:
         """apply() for a run of nothing but books the compiled reader took (nearly every run of a
         book feed): the same rows and state, a column at a time. None, with nothing done, if a new
-        settlement's price is not a finite number: apply() sends that frame the checked way."""
+        settlement's price is not a finite number (apply() sends that frame the checked way) or the
+        settled window would turn over within the run (apply() asks it frame by frame)."""
         dec = self.decoder
         settled = dec.settled
         settles, sids = books.settles, books.sids
@@ -461,6 +462,8 @@ class _Run:
                 return None
             fresh.add(sid)
             trades.append((j, price))
+        if len(settled._current) + len(trades) >= settled._size:
+            return None  # the settled window turns over within the run: an id it drops may come again
         kept = dec.seen.add_many(lv.keys)
         lv.kept_flags = kept
         first, n = self.first, len(kept)
@@ -521,7 +524,7 @@ class _Run:
         """One relayed chance push; False (nothing done) unless it is the well-formed common case."""
         try:
             d = _CHANCE.decode(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
         p, ts = d.percentage / CHANCE_SCALE, d.timestamp
         if not 0.0 <= p <= 1.0:
@@ -570,7 +573,7 @@ class _Books:
         if type(d) is not _BookData:
             try:
                 d = _BOOK.decode(d)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return None
         market = param if d.marketId is msgspec.UNSET else base.fast_id(d.marketId)
         if market is None:
