@@ -122,7 +122,10 @@ def book_pushes(draw) -> str:
     return text
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# Each example is costly to draw (every member of three nested objects, in any order and spacing):
+# a fifth of the other property tests' count (100 in make test; make soak runs 1,000).
+@settings(max_examples=max(EXAMPLES // 5, 20), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(st.lists(book_pushes(), min_size=1, max_size=6), min_size=1, max_size=4))
 def test_compiled_reader_equals_decoding_frame_by_frame(tmp_path_factory, runs):
     make = lambda: _every_run(predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/123",))),  # noqa: E731
