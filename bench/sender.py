@@ -14,6 +14,7 @@ import hashlib
 import json
 import socket
 import struct
+import threading
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -117,6 +118,19 @@ def handshake(conn: socket.socket) -> None:
                   f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
 
 
+def _drain(conn: socket.socket, closing: threading.Event, replied: threading.Event) -> None:
+    """Read and drop what the client sends; `replied` once it sends anything after `closing`, or
+    leaves."""
+    try:
+        while True:
+            data = conn.recv(65536)
+            if not data or closing.is_set():
+                break
+    except OSError:
+        pass
+    replied.set()
+
+
 def serve(mix: str, frames: int, port: int = 0) -> None:
     # Chance updates: every frame distinct, times increasing per outcome from first to last, as a
     # live stream sends them. (Until 2026-11-22 a block of 100k was repeated, so each outcome's time
@@ -133,14 +147,19 @@ def serve(mix: str, frames: int, port: int = 0) -> None:
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             handshake(conn)
+            # What the client sends (subscriptions: thousands of them for the realistic mix) is read
+            # and dropped meanwhile: unread, it would fill the socket and block both sides.
+            closing, replied = threading.Event(), threading.Event()
+            drain = threading.Thread(target=_drain, args=(conn, closing, replied), daemon=True)
+            drain.start()
             full, rest = divmod(frames, len(encoded))
             for _ in range(full):
                 conn.sendall(block)
             if rest:
                 conn.sendall(b"".join(encoded[:rest]))
+            closing.set()
             conn.sendall(frame(struct.pack("!H", 1000) + b"done", opcode=8))
-            conn.settimeout(10)
-            conn.recv(65536)  # the client's close reply (or EOF); then the server closes TCP, as RFC 6455 says
+            replied.wait(10)  # the client's close reply (or EOF); then the server closes TCP, as RFC 6455 says
         except (OSError, ConnectionError):
             pass
         finally:
