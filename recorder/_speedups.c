@@ -197,6 +197,23 @@ static int skip_number(Cur *c) {
     return 1;
 }
 
+/* After a member or an element: 1 at a ',' (taken, with the spaces after it), 2 at `close`
+ * (taken), 0 at anything else. */
+static inline int next_or_close(Cur *c, char close) {
+    ws(c);
+    if (c->p >= c->end) return 0;
+    if (*c->p == ',') {
+        c->p++;
+        ws(c);
+        return 1;
+    }
+    if (*c->p == close) {
+        c->p++;
+        return 2;
+    }
+    return 0;
+}
+
 static int skip_value(Cur *c);
 
 static int skip_container(Cur *c, char close, int object) {
@@ -220,19 +237,10 @@ static int skip_container(Cur *c, char close, int object) {
             ws(c);
         }
         if (!skip_value(c)) return 0;
-        ws(c);
-        if (c->p >= c->end) return 0;
-        if (*c->p == ',') {
-            c->p++;
-            ws(c);
-            continue;
-        }
-        if (*c->p == close) {
-            c->p++;
-            c->depth--;
-            return 1;
-        }
-        return 0;
+        int next = next_or_close(c, close);
+        if (next == 1) continue;
+        if (next == 2) c->depth--;
+        return next == 2;
     }
 }
 
@@ -323,19 +331,10 @@ static int each_member(Cur *c, const char *const *keys, const Py_ssize_t *lens, 
         } else if (!skip_value(c)) {
             return 0;
         }
-        ws(c);
-        if (c->p >= c->end) return 0;
-        if (*c->p == ',') {
-            c->p++;
-            ws(c);
-            continue;
-        }
-        if (*c->p == '}') {
-            c->p++;
-            c->depth--;
-            return 1;
-        }
-        return 0;
+        int next = next_or_close(c, '}');
+        if (next == 1) continue;
+        if (next == 2) c->depth--;
+        return next == 2;
     }
 }
 
@@ -536,18 +535,9 @@ static int read_side(Cur *c, Vec *out, Py_ssize_t *count) {
         if (c->p >= c->end || *c->p != ']') return 0;
         c->p++;
         (*count)++;
-        ws(c);
-        if (c->p >= c->end) return 0;
-        if (*c->p == ',') {
-            c->p++;
-            ws(c);
-            continue;
-        }
-        if (*c->p == ']') {
-            c->p++;
-            return 1;
-        }
-        return 0;
+        int next = next_or_close(c, ']');
+        if (next == 1) continue;
+        return next == 2;
     }
 }
 
