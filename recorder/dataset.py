@@ -23,6 +23,8 @@ from .errors import DatasetError, QueryError
 if TYPE_CHECKING:  # imported where a connection is made: the daemon imports this module (its pages) but
     import duckdb  # records without DuckDB, and DuckDB's library is ~35 MB of its resident memory
 
+# What DuckDB says when a file it listed was swapped away by a compaction before it opened it.
+_SWAPPED = ("No such file", "No files found", "Cannot open file")
 _DUCK_TYPES = {"string": "VARCHAR", "int32": "INTEGER", "int64": "BIGINT", "float64": "DOUBLE", "bool": "BOOLEAN",
                "timestamp": "TIMESTAMPTZ", "levels": "STRUCT(price DOUBLE, size DOUBLE)[]"}
 
@@ -84,8 +86,11 @@ class Dataset:
         import duckdb
 
         attempts = 20
+        stale = False
         for attempt in range(attempts):
             try:
+                if stale:  # inside the try: the views' own listing can meet the next swap too
+                    self.refresh()
                 relation = self.con.sql(text, params=params or None)
                 if relation is None:  # a statement with no result (CREATE, SET ...)
                     return pa.table({})
@@ -95,10 +100,10 @@ class Dataset:
                 # them: the listing is stale, not the data. Re-list and run again.
                 # While a compaction swaps partition after partition, consecutive attempts can each
                 # meet a different swap: retry with a short, growing pause.
-                if attempt == attempts - 1 or "No such file" not in str(exc) and "No files found" not in str(exc):
+                if attempt == attempts - 1 or not any(m in str(exc) for m in _SWAPPED):
                     raise QueryError(f"SQL failed: {str(exc).splitlines()[0]}") from None
                 time.sleep(0.005 * (attempt + 1))
-                self.refresh()
+                stale = True
             except duckdb.Error as exc:
                 raise QueryError(f"SQL failed: {str(exc).splitlines()[0]}") from None
         raise AssertionError("unreachable")
