@@ -257,7 +257,6 @@ def cmd_prometheus(args) -> int:
 
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
-
     from importlib.util import find_spec
 
     try:

@@ -178,15 +178,18 @@ class Columns:
     def appenders(self, *names: str) -> tuple:
         """The `append` methods of the named columns (every varying column but the level columns
         must get one value per row)."""
+        return tuple(col.append for col in self._varying(names))
+
+    def extenders(self, *names: str) -> tuple:
+        """The `extend` methods of the same columns, for a decoder that adds a run's rows a column
+        at a time."""
+        return tuple(col.extend for col in self._varying(names))
+
+    def _varying(self, names: tuple[str, ...]) -> list:
         varying = [n for n in self.names if not isinstance(self.cols[n], _Levels)]
         if sorted(names) != sorted(varying):
             raise ValueError(f"{self.table}: the varying columns are {tuple(varying)}, got {names}")
-        return tuple(self.cols[n].append for n in names)
-
-    def extenders(self, *names: str) -> tuple:
-        """The `extend` methods of the named columns (as appenders(): for a decoder that adds a
-        run's rows a column at a time)."""
-        return tuple(append.__self__.extend for append in self.appenders(*names))
+        return [self.cols[n] for n in names]
 
     def levels(self, name: str) -> _Levels:
         """A level column's buffer: its `extend` adds the levels of as many rows as the other

@@ -23,12 +23,12 @@ import attrs
 import orjson
 
 from ..errors import DecodeError
+from ..records import Record, Row
 
 try:  # the compiled hot paths (setup.py): Bounded.add_many's loop
     from .. import _speedups
 except ImportError:
     _speedups = None
-from ..records import Record, Row
 
 
 class FrameMeta:

@@ -104,9 +104,9 @@ class RunLevels:
     """The levels of a run's books. `sides` holds two buffers per book, its bids' and its asks'
     JSON text. Per book j: `ok[j]` (False: the frame-by-frame path decides), `bids[j]` and
     `asks[j]` (level counts), `best_bid[j]`, `best_ask[j]` (the first level's price, read only
-    where the side has a level) and `hash[j]` (levels_hash of its values). `keep(j)` marks a book
-    whose row is recorded (or sets `kept_flags[j]`); `kept()` gives their levels as flat arrays,
-    for the column buffers."""
+    where the side has a level) and `hash[j]` (levels_hash of its values); `keys[j]`, its dedupe
+    key, is set by the decoder (which knows the markets and times). `kept_flags[j]` marks a book
+    whose row is recorded; `kept()` gives their levels as flat arrays, for the column buffers."""
 
     __slots__ = ("ok", "bids", "asks", "best_bid", "best_ask", "hash", "keys", "kept_flags",
                  "_books", "_values", "_nb", "_na")
@@ -166,10 +166,6 @@ class RunLevels:
         self.ok, self.bids, self.asks, self.best_bid, self.best_ask, self.hash = ok, bids, asks, best_bid, best_ask, hashes
         self.kept_flags = [False] * n
         self._books, self._values, self._nb, self._na = books, values, nb, na
-
-    def keep(self, j: int) -> None:
-        """Book j (ok) is recorded: its levels go into the column buffers."""
-        self.kept_flags[j] = True
 
     def kept(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """(bid counts, bid values, ask counts, ask values) of the kept books, in order: counts as

@@ -408,14 +408,8 @@ class _Run:
             new_trade = False
             if s is not None and sids[j] not in settled:
                 new_trade = True
-                price = s[2]  # the checked path reads the price of a new settlement only
-                if type(price) is str:
-                    try:
-                        price = float(price)
-                    except ValueError:
-                        slow(i)
-                        continue
-                if price is not None and not math.isfinite(price):
+                price = _settlement_price(s)  # read for a new settlement only, as the checked path does
+                if price is _BAD:
                     slow(i)
                     continue
             nb, na = nbs[j], nas[j]
@@ -452,13 +446,8 @@ class _Run:
         for j, sid in enumerate(sids):
             if sid is None or sid in fresh or sid in settled:
                 continue
-            price = settles[j][2]  # the checked path reads the price of a new settlement only
-            if type(price) is str:
-                try:
-                    price = float(price)
-                except ValueError:
-                    return None
-            if price is not None and not math.isfinite(price):
+            price = _settlement_price(settles[j])  # read for a new settlement only, as the checked path does
+            if price is _BAD:
                 return None
             fresh.add(sid)
             trades.append((j, price))
@@ -660,6 +649,21 @@ _HANDLERS = {
     "assetPriceUpdate": Decoder._price,
     WALLET: Decoder._wallet,
 }
+
+
+_BAD = object()
+
+
+def _settlement_price(settle: tuple):
+    """A new settlement's price as the checked path reads it (None, a number, or a numeric string
+    as float() reads it); _BAD if it is not a finite number (that frame goes the checked way)."""
+    price = settle[2]
+    if type(price) is str:
+        try:
+            price = float(price)
+        except ValueError:
+            return _BAD
+    return _BAD if price is not None and not math.isfinite(price) else price
 
 
 _compiled_ok: bool | None = None
