@@ -449,7 +449,12 @@ static int vec_push(Vec *b, double x) {
 #define XXROTATE(x) ((x << 13) | (x >> 19))
 #endif
 
-#if SIZEOF_PY_UHASH_T > 4 && defined(PyHASH_BITS) && PyHASH_BITS == 61
+#if defined(PyHASH_BITS)
+#define HASH_BITS PyHASH_BITS /* Python 3.13 and later */
+#elif defined(_PyHASH_BITS)
+#define HASH_BITS _PyHASH_BITS /* 3.12 and earlier: the same constant, private name */
+#endif
+#if SIZEOF_PY_UHASH_T > 4 && defined(HASH_BITS) && HASH_BITS == 61
 /* Python's hash of a finite float (Python/pyhash.c: the value modulo 2**61 - 1), from its bits:
  * v = mant * 2**e exactly, and 2**61 = 1 modulo 2**61 - 1, so multiplying by 2**e is a rotation
  * of the 61-bit residue. The decoder checks it against Python's own before it uses the reader. */

@@ -205,7 +205,7 @@ class Feed:
                         watchdog.deadline = now + stale
                     if redact is not None:
                         texts = [redact(t) for t in texts]
-                    ingest(name, venue, conn_id, seq + 1, ts, texts)
+                    data_only = ingest(name, venue, conn_id, seq + 1, ts, texts)
                     seq += len(texts)
                     if expected:
                         if now - oldest > slack:
@@ -223,7 +223,7 @@ class Feed:
                                 log.warning("feed %s: %s; reconnecting", name, result.reason)
                                 close = "stale"
                                 return
-                    if run_is_quiet is not None and run_is_quiet(texts):
+                    if data_only or (run_is_quiet is not None and run_is_quiet(texts)):
                         texts = ()  # no frame of the run needs the control side
                     for text in texts:
                         control = on_frame(text)

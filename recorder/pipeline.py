@@ -254,11 +254,13 @@ class Pipeline:
         self._apply(entry)
 
     def ingest_frames(self, feed: str, venue: str, conn_id: str, first_seq: int, ts_recv: int,
-                      texts: list[str]) -> None:
+                      texts: list[str]) -> bool:
         """Frames received together (one socket read), numbered first_seq, first_seq + 1, ...:
-        one journal entry, then each frame decoded into the buffers. The hot path."""
+        one journal entry, then each frame decoded into the buffers. The hot path. Returns True
+        when the decoder found every frame a plain data push (its `data_only`, venues/base.py):
+        nothing in the run for the control side."""
         data, lengths = self.journal.append_frames(feed, venue, conn_id, first_seq, ts_recv, texts)
-        self._apply_frames(feed, venue, conn_id, first_seq, ts_recv, texts, data, lengths)
+        return self._apply_frames(feed, venue, conn_id, first_seq, ts_recv, texts, data, lengths)
 
     def _apply(self, e: jr.Entry) -> None:
         if e.kind == jr.Kind.FRAME:
@@ -278,9 +280,10 @@ class Pipeline:
                     last_frame=s.last_frame, closed=e.ts_recv, close_reason=e.text, frames=s.frames))
 
     def _apply_frames(self, feed: str, venue: str, conn_id: str, first_seq: int, ts: int, texts: list[str],
-                      data: memoryview | None = None, lengths: memoryview | bytes | None = None) -> None:
+                      data: memoryview | None = None, lengths: memoryview | bytes | None = None) -> bool:
         """Raw rows, then decoded rows of a run of frames. `data` and `lengths` are the run's
-        UTF-8 bytes and packed u32 lengths when the journal has just encoded them (live path)."""
+        UTF-8 bytes and packed u32 lengths when the journal has just encoded them (live path).
+        Returns the decoder's `data_only` verdict on the run (see ingest_frames)."""
         n = len(texts)
         s = self.sessions.get(conn_id)
         if s is not None:
@@ -311,13 +314,14 @@ class Pipeline:
             fast = run(texts, meta, buffers, slow)
             buffers.rows += fast
             stats.rows += rows + fast
-            return
+            return getattr(decoder, "data_only", False) is True
         seq = first_seq
         for text in texts:
             meta.seq = seq
             seq += 1
             rows += decode_one(decode, text, meta, stats)
         stats.rows += rows
+        return False
 
     def _decode_one(self, decode, text: str, meta: FrameMeta, stats: FeedStats) -> int:
         """One frame through decode() into the buffers (or rejects); the rows it gave."""

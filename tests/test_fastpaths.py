@@ -166,6 +166,31 @@ def test_predictfun_quiet_runs_need_no_control_side(texts):
     assert not protocol.quiet(texts + [CONTROL_FRAMES[0]])
 
 
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.lists(st.one_of(pushes, st.sampled_from(CONTROL_FRAMES)), min_size=1, max_size=6), min_size=1,
+                max_size=4))
+def test_predictfun_data_only_runs_need_no_control_side(runs):
+    """After decode_run, the decoder's `data_only` (the feed then skips the control side for the
+    run) is True only when on_frame() would do nothing for every frame of that run, run after run;
+    and a run of plain book pushes is data only."""
+    from bench.sender import payloads
+    from recorder.venues.base import FrameMeta
+
+    protocol = predictfun.make_protocol(predictfun.FeedSpec(topics=("predictOrderbook/1",)), (), "ws://x")
+    protocol.on_open(0.0)
+    decoder = _every_run(predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/1",))), True)
+    meta = FrameMeta(venue="predictfun", feed="f", conn_id="c", seq=1, ts_recv=TS)
+    books = [p.decode() for p in payloads("books", 4)]
+    for texts in [books, *runs, books]:
+        decoder.decode_run(texts, meta, Buffers(), lambda i: None)
+        if decoder.data_only:
+            assert all(protocol.on_frame(t) is predictfun.NOTHING for t in texts), texts
+        if any(t in CONTROL_FRAMES for t in texts):
+            assert not decoder.data_only
+        if texts is books:
+            assert decoder.data_only
+
+
 def test_short_predictfun_runs_go_frame_by_frame_and_long_ones_at_once():
     """Without the compiled reader, a run shorter than SMALL_RUN is decoded frame by frame (slow(i)
     for each, in order): reading a run's levels at once has a fixed cost a one-frame run would pay

@@ -59,7 +59,10 @@ class Decoder(TypingProtocol):
     # the frames it recognises straight into column buffers (`buffers.columns(...)`, writer.py)
     # and returns how many; for every other frame, in order, it calls slow(i), which runs
     # decode() on texts[i]. The result must be exactly what decode() frame by frame gives
-    # (tests/test_decoders.py checks this on generated runs).
+    # (tests/test_decoders.py checks this on generated runs). After decode_run, the decoder's
+    # `data_only` attribute may say True when every frame of that run was a data push the venue's
+    # control side has nothing to do with (Protocol.on_frame would answer NOTHING for each): the
+    # feed then skips its own look at the run. False or absent: the feed looks as usual.
 
     def restore(self, state: dict) -> None:
         """Take back a state returned by `state()`."""

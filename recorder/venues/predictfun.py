@@ -179,6 +179,7 @@ class Decoder:
         self.small_run = SMALL_RUN
         # The compiled reader takes runs of any length (its fixed cost is a few microseconds).
         self.compiled = _speedups is not None and compiled_reader_ok()
+        self.data_only = False  # decode_run: was every frame of the last run a book push (base.Decoder)
 
     def state(self) -> dict:
         return {"seen": self.seen.items(), "settled": self.settled.items()}
@@ -191,10 +192,14 @@ class Decoder:
         touched. Rows, values and dedupe windows are exactly what decode() gives
         (tests/test_fastpaths.py). With the compiled reader (recorder/_speedups.c), the books are
         read by it instead of msgspec and levels.RunLevels."""
+        self.data_only = False
         if self.compiled:
             run = self._compiled_first_pass(texts)
             if run is not None:
                 items, books, lv, only_books = run
+                # Every frame a book push the reader took whole: type "M", a predictOrderbook topic,
+                # no escape in either, so Protocol.on_frame answers NOTHING to each.
+                self.data_only = only_books
                 second = _Run(self, meta, buffers)
                 if only_books:
                     rows = second.apply_books(books, lv)
