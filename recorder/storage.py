@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from typing import Callable
 
 import attrs
 import trio
@@ -22,9 +23,13 @@ from .storagestats import timed
 log = logging.getLogger(__name__)
 
 
-# A flush is also cut when the buffered rows hold 1/16 of storage.max_memory_mb (32 MB by default):
+# A flush is also cut when the buffered rows hold 1/24 of storage.max_memory_mb (21 MB by default):
 # while it is written the next rows are buffered, so about twice that is held at the peak.
-FLUSH_SHARE_OF_MEMORY = 16
+FLUSH_SHARE_OF_MEMORY = 24
+
+# Called in the flush's worker thread after every flush attempt: the daemon sets it to glibc's
+# malloc_trim(0) (supervisor.tune_malloc), which hands the heap's free pages back to the system.
+release_memory: Callable[[], object] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -120,6 +125,15 @@ async def run_group_commit(pipeline: Pipeline, policy: FlushPolicy) -> None:
                 stats.fsync_busy_since = None
 
 
+def _commit(pipeline: Pipeline, job, defer: bool) -> tuple:
+    """One flush (in a worker thread), timed; then the memory it freed goes back (release_memory)."""
+    try:
+        return timed(functools.partial(pipeline.commit, job, defer_publish=defer))
+    finally:
+        if release_memory is not None:
+            release_memory()
+
+
 async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) -> None:
     """Flush when `max_rows` rows are buffered (a feed that sees them nudges the flusher, or it
     notices at its next look every `commit_interval`), `max_age` seconds have passed, or a feed
@@ -158,7 +172,7 @@ async def run_flusher(pipeline: Pipeline, policy: FlushPolicy, gate: FlushGate) 
         if not defer:
             last_publish = now
         try:
-            _, seconds = await trio.to_thread.run_sync(timed, functools.partial(pipeline.commit, job, defer_publish=defer))
+            _, seconds = await trio.to_thread.run_sync(_commit, pipeline, job, defer)
         except OSError as exc:
             stats.disk_errors += 1
             episode.failed(exc)
