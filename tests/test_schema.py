@@ -105,3 +105,48 @@ def test_runs_of_frames_become_the_same_raw_rows_as_tuples():
                                 map(lambda d: tuple(d.values()), batch.to_pylist()))
     assert rows(a) == rows(b) and len(rows(a)) == 15
     assert all(batch.schema == schema.load("raw").file_schema for batch in a.partitions[("raw", "v", 3)])
+
+
+def test_files_encode_levels_by_byte_stream_split_and_keep_statistics_where_queries_prune(tmp_path):
+    """layout.writer_options on every table: book levels' doubles BYTE_STREAM_SPLIT, no min/max on
+    levels or free text, min/max on every other column; DuckDB reads the levels back exactly."""
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recorder import layout
+
+    for name, s in schema.all_schemas().items():
+        fs = s.file_schema
+        rows = {f.name: [None if f.nullable else _value(f.type)] for f in fs}
+        if name == "book":
+            rows["bids"] = [[{"price": 0.51, "size": 1200.0}, {"price": 0.5, "size": 3.25}]]
+        path = tmp_path / f"{name}.parquet"
+        with open(path, "wb") as f:
+            layout.write_sorted(pa.Table.from_pydict(rows, schema=fs), f)
+        meta = pq.ParquetFile(path).metadata.row_group(0)
+        for i in range(meta.num_columns):
+            col = meta.column(i)
+            top = col.path_in_schema.split(".")[0]
+            levels = str(fs.field(top).type).startswith("list<")
+            assert ("BYTE_STREAM_SPLIT" in col.encodings) == levels, (name, col.path_in_schema, col.encodings)
+            assert col.is_stats_set == (not levels and top not in ("payload", "error")), (name, col.path_in_schema)
+        if name == "book":
+            got = duckdb.sql(f"SELECT bids FROM '{path}'").fetchall()
+            assert got == [([{"price": 0.51, "size": 1200.0}, {"price": 0.5, "size": 3.25}],)]
+
+
+def _value(t):
+    import pyarrow as pa
+
+    if pa.types.is_string(t):
+        return "x"
+    if pa.types.is_timestamp(t):
+        return 1_700_000_000_000_000
+    if pa.types.is_boolean(t):
+        return True
+    if pa.types.is_floating(t):
+        return 0.5
+    if pa.types.is_list(t):
+        return []
+    return 1
