@@ -42,8 +42,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" -n auto --dist loadfile  # one process per core, a test file per process
 
 soak: $(STAMP)
-	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q tests/test_fuzz.py tests/test_fastpaths.py tests/test_speedups.py --timeout=3600
-	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q -s -m "slow or not slow" tests/test_reliability.py tests/test_crash.py tests/test_lake_crash.py tests/test_lake_scale.py --timeout=3600
+	HYPOTHESIS_PROFILE=explore FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q tests/test_fuzz.py tests/test_fastpaths.py tests/test_speedups.py --timeout=3600
+	HYPOTHESIS_PROFILE=explore FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q -s -m "slow or not slow" tests/test_reliability.py tests/test_crash.py tests/test_lake_crash.py tests/test_lake_scale.py --timeout=3600
 	cd tests && ../$(BIN)/python reliability_report.py
 
 bench: $(STAMP)

@@ -894,6 +894,54 @@ error:
     return NULL;
 }
 
+/* cut_text_frames(buf, start, max_size) -> (next, messages): the transport's reader
+ * (transport/sansio.py _receive) for the plain case. From buf[start], every whole WebSocket frame
+ * that is final, text, without reserved bits or a mask, of at most max_size bytes and valid UTF-8
+ * (strictly, as bytes.decode()), decoded into `messages`, in order; it stops at the first frame
+ * that is anything else or not whole and returns its index, where the Python reader takes over
+ * (it hands such a frame to the websockets protocol, or waits for the rest). */
+static PyObject *cut_text_frames(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t i, max_size;
+    if (!PyArg_ParseTuple(args, "y*nn", &view, &i, &max_size)) return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    const unsigned char *b = (const unsigned char *)view.buf;
+    Py_ssize_t end = view.len;
+    if (i < 0) i = end;
+    while (i + 2 <= end) {
+        unsigned char b0 = b[i], b1 = b[i + 1];
+        if (b0 != 0x81 || (b1 & 0x80)) break; /* not FIN + text, or reserved bits, or masked */
+        uint64_t n = b1 & 0x7F;
+        Py_ssize_t h = 2;
+        if (n >= 126) {
+            h = n == 126 ? 4 : 10;
+            if (i + h > end) break;
+            n = 0;
+            for (Py_ssize_t k = 2; k < h; k++) n = (n << 8) | b[i + k];
+        }
+        if (max_size < 0 || n > (uint64_t)max_size) break; /* oversized: refused by the Python side */
+        if ((uint64_t)(end - i - h) < n) break;            /* not whole yet */
+        PyObject *text = PyUnicode_DecodeUTF8((const char *)b + i + h, (Py_ssize_t)n, NULL);
+        if (text == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) goto error;
+            PyErr_Clear(); /* the protocol fails the connection (1007) */
+            break;
+        }
+        if (append_steal(out, text) < 0) goto error;
+        i += h + (Py_ssize_t)n;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(nN)", i, out);
+error:
+    PyBuffer_Release(&view);
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"predictfun_books", predictfun_books, METH_O,
      "predictfun_books(texts) -> (items, declined, keys, markets, stamps, settles, sids, trade_markets, "
@@ -901,10 +949,12 @@ static PyMethodDef methods[] = {
     {"levels_hash", levels_hash, METH_O, "levels_hash(values) -> Python's hash of tuple(values)"},
     {"bounded_add_many", bounded_add_many, METH_VARARGS,
      "bounded_add_many(previous, current, size, keys) -> (added flags, previous, current)"},
+    {"cut_text_frames", cut_text_frames, METH_VARARGS,
+     "cut_text_frames(buf, start, max_size) -> (next index, messages): plain text frames from buf[start:]"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "recorder._speedups",
-                                    "The recorder's compiled hot paths (predict.fun order books).", -1, methods, NULL, NULL, NULL, NULL};
+                                    "The recorder's compiled hot paths (predict.fun order books, the transport's text frames).", -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }

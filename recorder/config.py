@@ -198,13 +198,20 @@ def load(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Confi
     return parse(raw, base=path.parent, environ=os.environ if environ is None else environ, path=path)
 
 
+def _directory(base: Path, value: str, name: str) -> Path:
+    """A configured directory, absolute (relative to the config file's directory)."""
+    if "\0" in value:
+        raise ConfigError(f"{name} must be a path without NUL characters, got {value!r}")
+    return (base / value).resolve()
+
+
 def parse(raw: dict, *, base: Path = Path("."), environ: Mapping[str, str] = os.environ,
           path: Path | None = None) -> Config:
     top = check_table(raw, {"storage": Opt(type=dict, required=True), "recorder": Opt(type=dict, default={}),
                             "feeds": Opt(type=list, default=[]), "http": Opt(type=dict)}, "config")
     st = check_table(top["storage"], _STORAGE, "storage")
-    root = (base / st["root"]).resolve()
-    journal = (base / st["journal"]).resolve() if st["journal"] else root / "_journal"
+    root = _directory(base, st["root"], "storage.root")
+    journal = _directory(base, st["journal"], "storage.journal") if st["journal"] else root / "_journal"
     policy = FlushPolicy(
         max_rows=int(positive(st["max_rows"], "storage.max_rows")),
         max_age=float(positive(st["max_age_seconds"], "storage.max_age_seconds")),
@@ -279,7 +286,7 @@ def parse_lake(st: dict, base: Path, environ: Mapping[str, str]) -> LakeSettings
         raise ConfigError("storage.data_path is required with storage.catalog (a directory shared by the"
                           " recorders, or s3://bucket/prefix/)")
     if not data_path.startswith("s3://"):
-        data_path = str((base / data_path).resolve())
+        data_path = str(_directory(base, data_path, "storage.data_path"))
     password = None
     if st["password_env"] is not None:
         password = secret_from_env(st["password_env"], "storage.password_env", environ).value

@@ -61,6 +61,8 @@ def mutate(path, value):
     (("storage", "root"), KeyError, "storage.root is required"),
     (("storage", "max_rows"), "many", "storage.max_rows must be int"),
     (("storage", "max_age_seconds"), -1, "storage.max_age_seconds must be positive"),
+    (("storage", "root"), "data\0", "storage.root must be a path without NUL characters"),
+    (("storage", "journal"), "\0", "storage.journal must be a path without NUL characters"),
     (("feeds", 0, "venue"), "kalshi", "feeds[0].venue must be one of"),
     (("feeds", 0, "stream"), "books", "feeds[0].stream must be one of"),
     (("feeds", 0, "events"), [], "feeds[0].events must list at least one"),

@@ -454,18 +454,23 @@ ws_frames = st.sampled_from([
     _server_frame(3, b"bad opcode"), _server_frame(8, (1000).to_bytes(2, "big") + b"bye")])
 
 
+@pytest.mark.parametrize("reader", ["python", "compiled"])
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ws_frames, max_size=12), st.lists(st.integers(1, 400), max_size=20))
-def test_transport_reader_equals_the_protocol_parsing_every_frame(frames, cuts):
+def test_transport_reader_equals_the_protocol_parsing_every_frame(reader, frames, cuts):
     """Whatever the server sends (text, fragments, control frames, binary, oversized, bad UTF-8,
     reserved bits, masking, a close), cut into reads anywhere: the transport's own reader gives
-    the same messages, replies, close and end state as websockets' parser given every byte."""
+    the same messages, replies, close and end state as websockets' parser given every byte, with
+    its Python loop alone and with the compiled cutter of plain text frames (_speedups.c)."""
     from websockets.client import ClientProtocol
     from websockets.protocol import State
     from websockets.uri import parse_uri
 
+    from recorder.transport import sansio
     from recorder.transport.sansio import SansIOConnection
 
+    if reader == "compiled":
+        assert sansio.cut_text_frames is not None, "recorder._speedups is not built"
     data = b"".join(frames)
     chunks, at = [], 0
     for c in cuts:
@@ -477,6 +482,7 @@ def test_transport_reader_equals_the_protocol_parsing_every_frame(frames, cuts):
         proto = ClientProtocol(parse_uri("ws://127.0.0.1:1/ws"), state=State.OPEN, max_size=1000)
         conn = SansIOConnection(None, proto, 1000)
         conn.own_reader = fast
+        conn._cut = sansio.cut_text_frames if reader == "compiled" else None
         for chunk in chunks:
             if chunk:
                 conn._receive(chunk)

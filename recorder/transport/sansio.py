@@ -7,7 +7,9 @@ pops queued messages without a context switch per message, and checks for cancel
 
 Nearly every frame a feed receives is a whole, unfragmented text message well under the size
 limit: the reader cuts those out of what it reads itself (`_receive`), because websockets' frame
-parser, pure Python with generators, was most of the event loop's time at full rate. Every other
+parser, pure Python with generators, was most of the event loop's time at full rate (a run of such
+frames is cut by `_speedups.cut_text_frames` where the package was built with its C part, by the
+Python loop in `_receive` otherwise: the same messages, tests/test_fastpaths.py). Every other
 frame (control frames, fragments, binary, oversized, invalid UTF-8, anything malformed) is handed
 whole to the protocol, which then sits at a frame boundary again, so it sees exactly the frames it
 would have parsed itself; once the connection is closing, everything goes to the protocol.
@@ -31,6 +33,11 @@ from websockets.uri import parse_uri
 from ..errors import ConnectFailed, ConnectionClosed
 from . import CLOSE_TIMEOUT, unwrap
 
+try:  # the compiled reader of plain text frames (recorder/_speedups.c); optional
+    from .._speedups import cut_text_frames
+except ImportError:  # built without a C compiler: the same frames are cut in Python below
+    cut_text_frames = None
+
 READ_BYTES = 256 * 1024
 MAX_QUEUED = 8192  # messages queued before the reader stops reading (a few ms of backlog at full rate)
 YIELD_EVERY = 256  # receive() yields to the scheduler at least this often
@@ -45,6 +52,7 @@ class SansIOConnection:
         # _receive cuts out plain text frames itself (until the connection closes); False: websockets'
         # parser reads every frame (the benchmark's bare reference client, a plain websockets client)
         self.own_reader = True
+        self._cut = cut_text_frames  # None: the Python loop in _receive cuts every frame
         self._send_lock = trio.Lock()
         self._messages: collections.deque[str] = collections.deque()
         self._fragments: list[bytes] = []
@@ -173,9 +181,16 @@ class SansIOConnection:
             return
         buf = self._pending + data if self._pending else data
         end, i = len(buf), 0
-        messages, max_size = self._messages, self._max_size
+        messages, max_size, cut = self._messages, self._max_size, self._cut
         appended = False
         while i + 2 <= end:
+            if cut is not None and not self._fragments:  # the plain frames from i on, in C
+                i, got = cut(buf, i, max_size)
+                if got:
+                    messages.extend(got)
+                    appended = True
+                if i + 2 > end:
+                    break
             b0, b1 = buf[i], buf[i + 1]
             n, h = b1 & 0x7F, 2
             if n >= 126:
