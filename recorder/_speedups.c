@@ -44,6 +44,17 @@ static inline int hexval(char ch) {
     return -1;
 }
 
+/* Characters a string holds as they are: not the quote, the backslash or a control character. */
+static const unsigned char PLAIN[256] = {
+#define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+    R16(0), R16(0),                                                 /* 0x00-0x1f: control */
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,                 /* 0x20-0x2f: '"' at 0x22 */
+    R16(1), R16(1),                                                 /* 0x30-0x4f */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,                 /* 0x50-0x5f: '\\' at 0x5c */
+    R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), R16(1), /* 0x60-0xff */
+#undef R16
+};
+
 /* A JSON string at c->p (at its opening quote). Sets *start, *len to its content (between the
  * quotes) and *escaped if it holds a backslash. 0 if not a valid string, or one with a \u escape
  * of a surrogate (the checked path rejects a lone one; a pair is left to it too). */
@@ -52,7 +63,9 @@ static int scan_string(Cur *c, const char **start, Py_ssize_t *len, int *escaped
     const char *p = ++c->p, *end = c->end;
     *escaped = 0;
     *start = p;
-    while (p < end) {
+    for (;;) {
+        while (p < end && PLAIN[(unsigned char)*p]) p++; /* the run of characters needing no check */
+        if (p >= end) break;
         unsigned char ch = (unsigned char)*p;
         if (ch == '"') {
             *len = p - *start;
@@ -713,8 +726,20 @@ static int one_book(Out *o, const char *text, Py_ssize_t size) {
             hash_values(o->ask_values.v + ask_mark, ka, &acc) < 0)
             goto error;
         Py_ssize_t j = PyList_GET_SIZE(o->markets);
-        PyObject *key = Py_BuildValue("(OOOnN)", o->book, market, stamp, b.nb, PyLong_FromSsize_t(hash_finish(acc, kb + ka)));
+        PyObject *key = PyTuple_New(5);
         if (key == NULL) goto error;
+        PyObject *count = PyLong_FromSsize_t(b.nb), *hash = PyLong_FromSsize_t(hash_finish(acc, kb + ka));
+        if (count == NULL || hash == NULL) {
+            Py_XDECREF(count);
+            Py_XDECREF(hash);
+            Py_DECREF(key);
+            goto error;
+        }
+        PyTuple_SET_ITEM(key, 0, Py_NewRef(o->book));
+        PyTuple_SET_ITEM(key, 1, Py_NewRef(market));
+        PyTuple_SET_ITEM(key, 2, Py_NewRef(stamp));
+        PyTuple_SET_ITEM(key, 3, count);
+        PyTuple_SET_ITEM(key, 4, hash);
         PyObject_GC_UnTrack(key); /* strings and numbers only: never in a cycle, never worth a GC pass */
         if (append_steal(o->keys, key) < 0 ||
             append_steal(o->best_bid, b.nb ? PyFloat_FromDouble(o->bid_values.v[bid_mark]) : Py_NewRef(Py_None)) < 0 ||
