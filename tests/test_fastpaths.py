@@ -181,13 +181,15 @@ def test_predictfun_data_only_runs_need_no_control_side(runs):
     decoder = _every_run(predictfun.make_decoder(predictfun.FeedSpec(topics=("predictOrderbook/1",))), True)
     meta = FrameMeta(venue="predictfun", feed="f", conn_id="c", seq=1, ts_recv=TS)
     books = [p.decode() for p in payloads("books", 4)]
-    for texts in [books, *runs, books]:
+    chance = '{"type":"M","topic":"kalshiChance/7","data":{"percentage":64.5,"timestamp":1736696400000}}'
+    mixed = [books[0], chance, books[1]]
+    for texts in [books, *runs, mixed, books]:
         decoder.decode_run(texts, meta, Buffers(), lambda i: None)
         if decoder.data_only:
             assert all(protocol.on_frame(t) is predictfun.NOTHING for t in texts), texts
         if any(t in CONTROL_FRAMES for t in texts):
             assert not decoder.data_only
-        if texts is books:
+        if texts is books or texts is mixed:  # books the reader took, a relayed chance searched
             assert decoder.data_only
 
 

@@ -196,12 +196,13 @@ class Decoder:
         if self.compiled:
             run = self._compiled_first_pass(texts)
             if run is not None:
-                items, books, lv, only_books = run
-                # Every frame a book push the reader took whole: type "M", a predictOrderbook topic,
-                # no escape in either, so Protocol.on_frame answers NOTHING to each.
-                self.data_only = only_books
+                items, books, lv, declined = run
+                # A book push the reader took whole (type "M", a predictOrderbook topic, no escape in
+                # either) is one Protocol.on_frame answers NOTHING to; the others, searched as
+                # Protocol.quiet searches a run (a relayed chance passes).
+                self.data_only = not declined or Protocol.quiet([texts[i] for i in declined])
                 second = _Run(self, meta, buffers)
-                if only_books:
+                if not declined:
                     rows = second.apply_books(books, lv)
                     if rows is not None:
                         return rows
@@ -237,7 +238,7 @@ class Decoder:
 
     def _compiled_first_pass(self, texts: list[str]) -> tuple | None:
         """decode_run's first pass by the compiled reader: (items, books, levels) as the Python
-        first pass gives them, and whether every frame is a book it took; or None when the reader
+        first pass gives them, and the indices of the frames it did not take; or None when the reader
         declined a book (one it does not take whole, such as levels sent as strings): then the
         whole run goes the Python way."""
         (items, declined, keys, markets, stamps, settles, sids, trade_markets, bid_counts, ask_counts, best_bids,
@@ -257,7 +258,7 @@ class Decoder:
             markets, stamps, settles, sids, trade_markets)
         lv = levels.FlatLevels(bid_counts, ask_counts, best_bids, best_asks, depths, keys, bid_values, ask_values) \
             if markets else None
-        return items, books, lv, not declined
+        return items, books, lv, declined
 
     def restore(self, state: dict) -> None:
         # Book keys of checkpoints written before levels.py were ("book", market, ts, hash of the
