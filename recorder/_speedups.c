@@ -967,6 +967,49 @@ error:
     return NULL;
 }
 
+/* ascii_frames(texts) -> (blob, lengths) or None: the journal's FRAMES entry tail (journal.py) in one
+ * pass: every text's characters one after another (their UTF-8, as they are ASCII) and their
+ * lengths as packed little-endian u32; None if any text is not an ASCII str (the journal then
+ * encodes each as UTF-8) or longer than a u32. */
+static PyObject *ascii_frames(PyObject *self, PyObject *texts) {
+    if (!PyList_Check(texts)) {
+        PyErr_SetString(PyExc_TypeError, "ascii_frames takes a list of str");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(texts), total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(texts, i);
+        if (!PyUnicode_Check(t) || PyUnicode_READY(t) < 0 || !PyUnicode_IS_ASCII(t)) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        Py_ssize_t len = PyUnicode_GET_LENGTH(t);
+        if (len > 0xFFFFFFFFLL || total > PY_SSIZE_T_MAX - len) Py_RETURN_NONE;
+        total += len;
+    }
+    PyObject *blob = PyBytes_FromStringAndSize(NULL, total);
+    if (blob == NULL) return NULL;
+    PyObject *lengths = PyBytes_FromStringAndSize(NULL, n * 4);
+    if (lengths == NULL) {
+        Py_DECREF(blob);
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(blob);
+    unsigned char *lens = (unsigned char *)PyBytes_AS_STRING(lengths);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(texts, i);
+        Py_ssize_t len = PyUnicode_GET_LENGTH(t);
+        memcpy(out, PyUnicode_DATA(t), (size_t)len);
+        out += len;
+        uint32_t v = (uint32_t)len;
+        lens[4 * i] = (unsigned char)v;
+        lens[4 * i + 1] = (unsigned char)(v >> 8);
+        lens[4 * i + 2] = (unsigned char)(v >> 16);
+        lens[4 * i + 3] = (unsigned char)(v >> 24);
+    }
+    return Py_BuildValue("(NN)", blob, lengths);
+}
+
 static PyMethodDef methods[] = {
     {"predictfun_books", predictfun_books, METH_O,
      "predictfun_books(texts) -> (items, declined, keys, markets, stamps, settles, sids, trade_markets, "
@@ -974,12 +1017,14 @@ static PyMethodDef methods[] = {
     {"levels_hash", levels_hash, METH_O, "levels_hash(values) -> Python's hash of tuple(values)"},
     {"bounded_add_many", bounded_add_many, METH_VARARGS,
      "bounded_add_many(previous, current, size, keys) -> (added flags, previous, current)"},
+    {"ascii_frames", ascii_frames, METH_O,
+     "ascii_frames(texts) -> (blob, packed u32 lengths), or None if a text is not ASCII"},
     {"cut_text_frames", cut_text_frames, METH_VARARGS,
      "cut_text_frames(buf, start, max_size) -> (next index, messages): plain text frames from buf[start:]"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "recorder._speedups",
-                                    "The recorder's compiled hot paths (predict.fun order books, the transport's text frames).", -1, methods, NULL, NULL, NULL, NULL};
+                                    "The recorder's compiled hot paths (predict.fun order books, the transport's text frames, the journal's runs).", -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }

@@ -32,6 +32,11 @@ import attrs
 
 from .fsutil import fsync_dir
 
+try:  # a run's frames joined and measured in one pass (recorder/_speedups.c); optional
+    from ._speedups import ascii_frames
+except ImportError:
+    ascii_frames = None
+
 log = logging.getLogger(__name__)
 
 _HEAD = struct.Struct("<II")
@@ -88,11 +93,12 @@ def encode_frames_blobs(ts_recv: int, first_seq: int, prefix: bytes, blobs: list
     return _frames_entry(ts_recv, first_seq, prefix, lengths, b"".join(blobs)), lengths
 
 
-def _frames_entry(ts_recv: int, first_seq: int, prefix: bytes, lengths: list[int], blob: bytes) -> bytes:
-    n = len(lengths)
-    body = b"".join((_FIXED.pack(Kind.FRAMES, ts_recv, first_seq), prefix, _COUNT.pack(n),
-                     struct.pack(f"<{n}I", *lengths), blob))
-    return _HEAD.pack(len(body), zlib.crc32(body)) + body
+def _frames_entry(ts_recv: int, first_seq: int, prefix: bytes, lengths: list[int] | bytes, blob: bytes) -> bytes:
+    """The entry: `lengths` as a list, or already packed as little-endian u32. The checksum runs
+    over the head and then the frames, so the frames are copied once (into the entry)."""
+    packed = lengths if isinstance(lengths, bytes) else struct.pack(f"<{len(lengths)}I", *lengths)
+    head = b"".join((_FIXED.pack(Kind.FRAMES, ts_recv, first_seq), prefix, _COUNT.pack(len(packed) // 4), packed))
+    return b"".join((_HEAD.pack(len(head) + len(blob), zlib.crc32(blob, zlib.crc32(head))), head, blob))
 
 
 def split_frames(data: memoryview | bytes) -> list[str]:
@@ -272,14 +278,20 @@ class Journal:
             entry = _HEAD.pack(len(body), zlib.crc32(body)) + body
             self._queue_bytes(entry)
             return memoryview(entry)[len(entry) - len(blob):], _COUNT.pack(len(blob))
-        joined = "".join(texts)
-        if joined.isascii():  # nearly always: one encode for the run, lengths in characters
-            lengths = list(map(len, texts))
-            entry = _frames_entry(ts_recv, first_seq, prefix, lengths, joined.encode("ascii"))
+        ascii = ascii_frames(texts) if ascii_frames is not None else None
+        if ascii is not None:  # nearly always: the run's characters are its bytes (in C, one pass)
+            blob, packed = ascii
+            entry, size = _frames_entry(ts_recv, first_seq, prefix, packed, blob), len(blob)
         else:
-            entry, lengths = encode_frames_blobs(ts_recv, first_seq, prefix, [t.encode() for t in texts])
+            joined = "".join(texts)
+            if joined.isascii():  # one encode for the run, lengths in characters
+                lengths = list(map(len, texts))
+                entry = _frames_entry(ts_recv, first_seq, prefix, lengths, joined.encode("ascii"))
+            else:
+                entry, lengths = encode_frames_blobs(ts_recv, first_seq, prefix, [t.encode() for t in texts])
+            size = sum(lengths)
         self._queue_bytes(entry)
-        view, size = memoryview(entry), sum(lengths)
+        view = memoryview(entry)
         start = len(entry) - size  # the entry ends: u32 count, n x u32 lengths, the frames
         return view[start:], view[start - 4 * n : start]
 

@@ -6,6 +6,8 @@ import os
 import struct
 import zlib
 
+import pytest
+
 from helpers import frame
 from recorder import journal as jr
 
@@ -106,6 +108,30 @@ def test_a_run_of_frames_reads_back_as_single_frames_in_order(tmp_path):
     assert {e.kind for e in got} == {jr.Kind.FRAME}
     assert [e.text for e in got[1:5]] == ['{"p":"é"}', "plain", "", "日本語 ok"]
     assert got[6].text == "x" * 70_000 and got[2].ts_recv == 1_760_000_000_000_002
+
+
+@pytest.mark.parametrize("texts", [["a", "bc", ""], ['{"p":1}'] * 600, ["plain", "é"], ["x" * 70_000, "y"],
+                                   ["\ud800", "ok"], [""] * 3])
+def test_a_run_is_the_same_entry_with_and_without_the_compiled_join(tmp_path, monkeypatch, texts):
+    """_speedups.ascii_frames (one pass in C) gives the entry, frame bytes and lengths the Python
+    join gives, and declines a run with a non-ASCII text (lone surrogates too) to it."""
+    assert jr.ascii_frames is not None, "recorder._speedups is not built"
+    if any(not t.isascii() for t in texts):
+        assert jr.ascii_frames(texts) is None
+    out = []
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(jr, "ascii_frames", None)
+        (tmp_path / str(compiled)).mkdir()
+        j = jr.Journal(tmp_path / str(compiled))
+        try:
+            data, lengths = j.append_frames("f", "v", "c", 5, 1_760_000_000_000_000, texts)
+        except UnicodeEncodeError:  # a lone surrogate has no UTF-8: the same error either way
+            out.append("UnicodeEncodeError")
+            continue
+        out.append((bytes(data), bytes(lengths), [d for _, d, _ in j._queue]))
+        j.close()
+    assert out[0] == out[1]
 
 
 def test_a_torn_run_of_frames_is_cut_whole(tmp_path, caplog):
