@@ -264,7 +264,7 @@ def _version() -> str:
     except PackageNotFoundError:  # run from a source tree that was never installed
         v = "unknown (not installed)"
     # setup.py builds it where a C compiler is found; without it books are read in Python (slower)
-    return f"{v} (compiled book reader: {'built' if find_spec('recorder._speedups') else 'not built'})"
+    return f"{v} (compiled part: {'built' if find_spec('recorder._speedups') else 'not built'})"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -70,7 +70,7 @@ def test_the_wheel_carries_every_package_and_file_the_recorder_reads(installed, 
     assert all((site / p / "__init__.py").is_file() for p in source_packages), source_packages
     version = run(installed, "--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("recorder ")
-    assert "(compiled book reader: built)" in version.stdout, version.stdout
+    assert "(compiled part: built)" in version.stdout, version.stdout
 
 
 def test_the_wheel_carries_the_compiled_book_reader_and_the_recorder_uses_it(installed, tmp_path):
