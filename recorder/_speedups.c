@@ -728,10 +728,10 @@ static int one_book(Out *o, const char *text, Py_ssize_t size) {
         Py_ssize_t j = PyList_GET_SIZE(o->markets);
         PyObject *key = PyTuple_New(5);
         if (key == NULL) goto error;
-        PyObject *count = PyLong_FromSsize_t(b.nb), *hash = PyLong_FromSsize_t(hash_finish(acc, kb + ka));
-        if (count == NULL || hash == NULL) {
+        PyObject *count = PyLong_FromSsize_t(b.nb);
+        PyObject *hash = count != NULL ? PyLong_FromSsize_t(hash_finish(acc, kb + ka)) : NULL;
+        if (hash == NULL) {
             Py_XDECREF(count);
-            Py_XDECREF(hash);
             Py_DECREF(key);
             goto error;
         }
@@ -936,15 +936,15 @@ static PyObject *cut_text_frames(PyObject *self, PyObject *args) {
     }
     const unsigned char *b = (const unsigned char *)view.buf;
     Py_ssize_t end = view.len;
-    if (i < 0) i = end;
-    while (i + 2 <= end) {
+    if (i < 0 || i > end) i = end;
+    while (end - i >= 2) {
         unsigned char b0 = b[i], b1 = b[i + 1];
         if (b0 != 0x81 || (b1 & 0x80)) break; /* not FIN + text, or reserved bits, or masked */
         uint64_t n = b1 & 0x7F;
         Py_ssize_t h = 2;
         if (n >= 126) {
             h = n == 126 ? 4 : 10;
-            if (i + h > end) break;
+            if (end - i < h) break;
             n = 0;
             for (Py_ssize_t k = 2; k < h; k++) n = (n << 8) | b[i + k];
         }
@@ -969,8 +969,8 @@ error:
 
 /* ascii_frames(texts) -> (blob, lengths) or None: the journal's FRAMES entry tail (journal.py) in one
  * pass: every text's characters one after another (their UTF-8, as they are ASCII) and their
- * lengths as packed little-endian u32; None if any text is not an ASCII str (the journal then
- * encodes each as UTF-8) or longer than a u32. */
+ * lengths as packed little-endian u32; None if any item of the list is not an ASCII str (the
+ * journal then encodes each as UTF-8) or longer than a u32. texts must be a list (TypeError). */
 static PyObject *ascii_frames(PyObject *self, PyObject *texts) {
     if (!PyList_Check(texts)) {
         PyErr_SetString(PyExc_TypeError, "ascii_frames takes a list of str");
@@ -979,10 +979,10 @@ static PyObject *ascii_frames(PyObject *self, PyObject *texts) {
     Py_ssize_t n = PyList_GET_SIZE(texts), total = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *t = PyList_GET_ITEM(texts, i);
-        if (!PyUnicode_Check(t) || PyUnicode_READY(t) < 0 || !PyUnicode_IS_ASCII(t)) {
-            PyErr_Clear();
-            Py_RETURN_NONE;
-        }
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_Check(t) && PyUnicode_READY(t) < 0) return NULL; /* out of memory */
+#endif
+        if (!PyUnicode_Check(t) || !PyUnicode_IS_ASCII(t)) Py_RETURN_NONE;
         Py_ssize_t len = PyUnicode_GET_LENGTH(t);
         if (len > 0xFFFFFFFFLL || total > PY_SSIZE_T_MAX - len) Py_RETURN_NONE;
         total += len;

@@ -198,6 +198,9 @@ def load(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Confi
     return parse(raw, base=path.parent, environ=os.environ if environ is None else environ, path=path)
 
 
+MAX_MESSAGE_KB = 1024 * 1024  # a frame larger than 1 GiB is refused whatever the config says
+
+
 def _directory(base: Path, value: str, name: str) -> Path:
     """A configured directory, absolute (relative to the config file's directory)."""
     if "\0" in value:
@@ -318,6 +321,8 @@ def parse_feed(entry: Any, path: str, environ: Mapping[str, str]) -> FeedConfig:
     check_url(url, f"{path}.url")
     for key in ("stale_seconds", "backoff_initial_seconds", "backoff_max_seconds", "healthy_seconds"):
         positive(values[key], f"{path}.{key}")
+    if not 1 <= values["max_message_kb"] <= MAX_MESSAGE_KB:
+        raise ConfigError(f"{path}.max_message_kb must be from 1 to {MAX_MESSAGE_KB} (1 GiB), got {values['max_message_kb']!r}")
     return FeedConfig(
         name=values["name"], venue=venue, url=url, transport=values["transport"],
         stale_seconds=float(values["stale_seconds"]), backoff_initial=float(values["backoff_initial_seconds"]),

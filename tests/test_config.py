@@ -69,6 +69,8 @@ def mutate(path, value):
     (("feeds", 0, "events"), [1], "feeds[0].events[0] must be str"),
     (("feeds", 0, "colour"), "red", "feeds[0].colour: unknown key"),
     (("feeds", 0, "transport"), "carrier-pigeon", "feeds[0].transport must be one of"),
+    (("feeds", 0, "max_message_kb"), 0, "feeds[0].max_message_kb must be from 1 to 1048576"),
+    (("feeds", 0, "max_message_kb"), 2**53, "feeds[0].max_message_kb must be from 1 to 1048576"),
     (("feeds", 0, "url"), "http://x", "feeds[0].url must start with ws:// or wss://"),
     (("feeds", 0, "url"), "ws://h:port/x", "feeds[0].url is not a valid URL"),
     (("feeds", 1, "api_secret_env"), KeyError, "feeds[1].api_secret_env is required"),
