@@ -32,10 +32,20 @@ import attrs
 
 from .fsutil import fsync_dir
 
-try:  # a run's frames joined and measured in one pass (recorder/_speedups.c); optional
+def _ascii_frames(texts: list[str]) -> tuple[bytes, bytes] | None:
+    """A run's frames one after another and their lengths as packed little-endian u32, if every
+    frame is ASCII (its characters are its UTF-8); None otherwise. _speedups.ascii_frames is the
+    same in one pass, where the package was built with its C part."""
+    joined = "".join(texts)
+    if not joined.isascii():
+        return None
+    return joined.encode("ascii"), struct.pack(f"<{len(texts)}I", *map(len, texts))
+
+
+try:
     from ._speedups import ascii_frames
 except ImportError:
-    ascii_frames = None
+    ascii_frames = _ascii_frames
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +100,12 @@ def encode_frames(ts_recv: int, first_seq: int, prefix: bytes, texts: list[str])
 def encode_frames_blobs(ts_recv: int, first_seq: int, prefix: bytes, blobs: list[bytes]) -> tuple[bytes, list[int]]:
     """A FRAMES entry of UTF-8 frames, and their lengths (the frames are the entry's last bytes)."""
     lengths = list(map(len, blobs))
-    return _frames_entry(ts_recv, first_seq, prefix, lengths, b"".join(blobs)), lengths
+    return _frames_entry(ts_recv, first_seq, prefix, struct.pack(f"<{len(lengths)}I", *lengths), b"".join(blobs)), lengths
 
 
-def _frames_entry(ts_recv: int, first_seq: int, prefix: bytes, lengths: list[int] | bytes, blob: bytes) -> bytes:
-    """The entry: `lengths` as a list, or already packed as little-endian u32. The checksum runs
-    over the head and then the frames, so the frames are copied once (into the entry)."""
-    packed = lengths if isinstance(lengths, bytes) else struct.pack(f"<{len(lengths)}I", *lengths)
+def _frames_entry(ts_recv: int, first_seq: int, prefix: bytes, packed: bytes, blob: bytes) -> bytes:
+    """The entry, the frames' lengths packed as little-endian u32. The checksum runs over the head
+    and then the frames, so the frames are copied once (into the entry)."""
     head = b"".join((_FIXED.pack(Kind.FRAMES, ts_recv, first_seq), prefix, _COUNT.pack(len(packed) // 4), packed))
     return b"".join((_HEAD.pack(len(head) + len(blob), zlib.crc32(blob, zlib.crc32(head))), head, blob))
 
@@ -278,17 +287,12 @@ class Journal:
             entry = _HEAD.pack(len(body), zlib.crc32(body)) + body
             self._queue_bytes(entry)
             return memoryview(entry)[len(entry) - len(blob):], _COUNT.pack(len(blob))
-        ascii = ascii_frames(texts) if ascii_frames is not None else None
-        if ascii is not None:  # nearly always: the run's characters are its bytes (in C, one pass)
+        ascii = ascii_frames(texts)
+        if ascii is not None:  # nearly always: the run's characters are its bytes, lengths in characters
             blob, packed = ascii
             entry, size = _frames_entry(ts_recv, first_seq, prefix, packed, blob), len(blob)
         else:
-            joined = "".join(texts)
-            if joined.isascii():  # one encode for the run, lengths in characters
-                lengths = list(map(len, texts))
-                entry = _frames_entry(ts_recv, first_seq, prefix, lengths, joined.encode("ascii"))
-            else:
-                entry, lengths = encode_frames_blobs(ts_recv, first_seq, prefix, [t.encode() for t in texts])
+            entry, lengths = encode_frames_blobs(ts_recv, first_seq, prefix, [t.encode() for t in texts])
             size = sum(lengths)
         self._queue_bytes(entry)
         view = memoryview(entry)
